@@ -1,0 +1,1 @@
+"""hear-contrastune."""

@@ -1,0 +1,141 @@
+"""heareval's on-disk embeddings layout, written and read with the checks it lacks.
+
+One folder per task, as `heareval.embeddings.runner` writes it and
+`heareval.predictions.runner` reads it:
+
+    task_metadata.json, labelvocabulary.csv, <split>.json   copied from the task
+    <split>.embeddings.npy              raw, headerless float32 memmap (NOT an np.save file)
+    <split>.embedding-dimensions.json   [n, d]
+    <split>.target-labels.pkl           a list holding one list of label strings per clip
+
+The `.npy` name is a trap: heareval opens it with `np.memmap(shape=dims)`, so a file written
+with `np.save` is read shifted by its header, silently. `read_split` detects that.
+"""
+
+import json
+import os
+import pickle
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hear_contrastune.atomic import atomic_path, write_json
+from hear_contrastune.errors import UserError
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def write_split(
+    out_dir: Path, split: str, embeddings: np.ndarray, labels: list[list[str]]
+) -> None:
+    """Write one split's embeddings and labels; the dimensions file goes last, marking it done."""
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2 or len(embeddings) != len(labels):
+        raise ValueError(f"{split}: {embeddings.shape} embeddings for {len(labels)} label lists")
+    with atomic_path(out_dir / f"{split}.embeddings.npy") as tmp:
+        embeddings.tofile(tmp)  # raw float32, exactly what np.memmap(mode="r") reads
+    with atomic_path(out_dir / f"{split}.target-labels.pkl") as tmp:
+        tmp.write_bytes(pickle.dumps([list(x) for x in labels]))
+    write_json(out_dir / f"{split}.embedding-dimensions.json", list(embeddings.shape))
+
+
+def copy_task_files(task_dir: Path, out_dir: Path, splits: list[str]) -> None:
+    """Copy the task's metadata, vocabulary and split files, as heareval's runner does."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = ["task_metadata.json", "labelvocabulary.csv"] + [f"{s}.json" for s in splits]
+    for name in names:
+        with atomic_path(out_dir / name) as tmp:
+            shutil.copyfile(task_dir / name, tmp)
+
+
+@dataclass(frozen=True)
+class EmbeddedTask:
+    """An embeddings folder's metadata, in the terms the probes need."""
+
+    path: Path
+    metadata: dict
+    vocabulary: list[str]
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("task_name", self.path.name))
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.metadata["splits"])
+
+    @property
+    def multilabel(self) -> bool:
+        return self.metadata["prediction_type"] == "multilabel"
+
+
+def open_embedded_task(path: str | os.PathLike[str]) -> EmbeddedTask:
+    """Open an embeddings folder, or say in one line why it is not one."""
+    path = Path(path)
+    meta_file = path / "task_metadata.json"
+    if not path.is_dir():
+        raise UserError(f"{path}: not a directory")
+    if not meta_file.is_file() or not (path / "labelvocabulary.csv").is_file():
+        raise UserError(
+            f"{path}: not an embeddings directory (no task_metadata.json / labelvocabulary.csv)"
+        )
+    try:
+        metadata = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{meta_file}: not valid JSON ({e})") from None
+    for key in ("splits", "prediction_type"):
+        if key not in metadata:
+            raise UserError(f"{meta_file}: missing '{key}'")
+    if metadata.get("embedding_type", "scene") != "scene":
+        raise UserError(f"{meta_file}: embedding_type {metadata['embedding_type']!r}: "
+                        "only scene embeddings are supported")
+    return EmbeddedTask(path, metadata, read_vocabulary(path / "labelvocabulary.csv"))
+
+
+def read_vocabulary(path: Path) -> list[str]:
+    """Labels in index order from heareval's `idx,label` CSV."""
+    rows = [line.split(",", 1) for line in path.read_text().splitlines()[1:] if line.strip()]
+    try:
+        pairs = sorted((int(i), label) for i, label in rows)
+    except ValueError:
+        raise UserError(f"{path}: expected 'idx,label' rows") from None
+    if [i for i, _ in pairs] != list(range(len(pairs))):
+        raise UserError(f"{path}: indices are not 0..{len(pairs) - 1}")
+    return [label for _, label in pairs]
+
+
+def read_split(task: EmbeddedTask, split: str) -> tuple[np.ndarray, list[list[str]]]:
+    """Read one split's embeddings (float32, [n, d]) and label lists, checking what can go wrong."""
+    npy = task.path / f"{split}.embeddings.npy"
+    dims_file = task.path / f"{split}.embedding-dimensions.json"
+    labels_file = task.path / f"{split}.target-labels.pkl"
+    for f in (npy, dims_file, labels_file):
+        if not f.is_file():
+            raise UserError(f"{f}: missing (split '{split}' was not embedded)")
+    n, d = json.loads(dims_file.read_text())
+    with open(npy, "rb") as fh:
+        if fh.read(len(NPY_MAGIC)) == NPY_MAGIC:
+            raise UserError(
+                f"{npy}: written with np.save (has an .npy header); heareval reads a raw "
+                "float32 memmap, so rows would be shifted. Rewrite it with array.tofile()"
+            )
+    expected = n * d * 4
+    if npy.stat().st_size != expected:
+        raise UserError(
+            f"{npy}: {npy.stat().st_size} bytes, expected {expected} for [{n}, {d}] float32"
+        )
+    embeddings = np.fromfile(npy, dtype=np.float32).reshape(n, d)
+    if not np.isfinite(embeddings).all():
+        bad = int((~np.isfinite(embeddings)).any(axis=1).sum())
+        raise UserError(f"{npy}: {bad} of {n} embeddings contain NaN or inf")
+    labels = pickle.loads(labels_file.read_bytes())
+    if len(labels) != n:
+        raise UserError(f"{labels_file}: {len(labels)} label lists for {n} embeddings")
+    vocab = set(task.vocabulary)
+    for row in labels:
+        unknown = [x for x in row if str(x) not in vocab]
+        if unknown:
+            raise UserError(f"{labels_file}: label {unknown[0]!r} is not in labelvocabulary.csv")
+    return embeddings, [[str(x) for x in row] for row in labels]
