@@ -1,0 +1,57 @@
+"""The HEAR 2021 API over any backbone, tuned or not: what heareval and the HEAR validator call.
+
+Embedding runs under `torch.no_grad()` in chunks of clips sized by the backbone's
+`max_batch_samples`, so memory stays bounded for any number and length of clips. To train
+through the encoder, call `model.backbone` directly.
+"""
+
+import os
+
+import torch
+from torch import Tensor, nn
+
+from hear_contrastune.backbones import DEFAULT_BACKBONE, Backbone
+from hear_contrastune.checkpoint import load_backbone
+
+
+class HearModel(nn.Module):
+    """A backbone with the attributes the HEAR API requires."""
+
+    def __init__(self, backbone: Backbone, meta: dict | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.meta = meta or {}
+        self.sample_rate = backbone.sample_rate
+        self.scene_embedding_size = backbone.embedding_size
+        self.timestamp_embedding_size = backbone.embedding_size
+
+
+def load_model(model_file_path: str | os.PathLike[str] = DEFAULT_BACKBONE) -> HearModel:
+    """A tuned checkpoint file, or a backbone name for the untuned pretrained encoder."""
+    backbone, meta = load_backbone(model_file_path)
+    return HearModel(backbone, meta).eval()
+
+
+def _chunks(audio: Tensor, model: HearModel) -> list[Tensor]:
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be [n_sounds, n_samples], got shape {tuple(audio.shape)}")
+    device = model.backbone.device
+    per_chunk = max(1, model.backbone.max_batch_samples // max(1, audio.shape[1]))
+    return [c.to(device, torch.float32) for c in audio.split(per_chunk)]
+
+
+@torch.no_grad()
+def get_scene_embeddings(audio: Tensor, model: HearModel) -> Tensor:
+    """[n_sounds, n_samples] -> [n_sounds, scene_embedding_size] on the model's device."""
+    model.eval()
+    return torch.cat([model.backbone(chunk) for chunk in _chunks(audio, model)])
+
+
+@torch.no_grad()
+def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, Tensor]:
+    """[n_sounds, n_samples] -> ([n_sounds, n_frames, dim], timestamps in ms [n_sounds, n_frames])."""
+    model.eval()
+    outs = [model.backbone.frames(chunk) for chunk in _chunks(audio, model)]
+    embeddings = torch.cat([emb for emb, _ in outs])
+    times = outs[0][1].unsqueeze(0).expand(embeddings.shape[0], -1).contiguous()
+    return embeddings, times
