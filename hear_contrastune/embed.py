@@ -1,0 +1,75 @@
+"""`contrastune embed`: write heareval's embeddings layout for every task in a folder.
+
+Output is exactly what `heareval.embeddings.runner` writes (see embedding_files), without
+needing TensorFlow, so `python -m heareval.predictions.runner` and the probes run on it
+unchanged. Each task folder is built under a temporary name and renamed when complete; a
+complete one is skipped, so a killed run resumes.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from hear_contrastune.atomic import atomic_dir, write_json
+from hear_contrastune.backbones import BACKBONES
+from hear_contrastune.embedding_files import copy_task_files, write_split
+from hear_contrastune.errors import UserError
+from hear_contrastune.hear_api import HearModel, get_scene_embeddings, load_model
+from hear_contrastune.task import load_split_audio, load_task
+
+MODEL_FILE = "embedding-model.json"
+
+
+def model_name(model: str | os.PathLike[str]) -> str:
+    """A folder name for a model: the backbone name, or the run folder of a checkpoint."""
+    if str(model) in BACKBONES:
+        return str(model)
+    path = Path(model)
+    return path.parent.name if path.name == "best.pt" else path.stem
+
+
+def task_dirs(tasks_dir: Path) -> list[Path]:
+    """The task folders under `tasks_dir` (or `tasks_dir` itself if it is one)."""
+    if (tasks_dir / "task_metadata.json").is_file():
+        return [tasks_dir]
+    if not tasks_dir.is_dir():
+        raise UserError(f"--tasks-dir {tasks_dir}: not a directory")
+    found = sorted(p for p in tasks_dir.iterdir() if (p / "task_metadata.json").is_file())
+    if not found:
+        raise UserError(f"--tasks-dir {tasks_dir}: holds no task (no */task_metadata.json)")
+    return found
+
+
+def embed_task(model: HearModel, model_id: str, task_dir: Path, out_dir: Path) -> Path:
+    """Embed every split of one task into out_dir/<task name>; skip it if already complete."""
+    task = load_task(task_dir)
+    dest = out_dir / task_dir.name
+    if (dest / MODEL_FILE).exists():
+        return dest
+    with atomic_dir(dest) as tmp:
+        copy_task_files(task.path, tmp, task.splits)
+        for split in tqdm(task.splits, desc=f"embed {task.name}", unit="split", leave=False):
+            audio, labels = load_split_audio(task, split)
+            emb = get_scene_embeddings(torch.from_numpy(audio), model).cpu().numpy()
+            write_split(tmp, split, emb, labels)
+        write_json(tmp / MODEL_FILE, {"model": model_id, "meta": model.meta})
+    return dest
+
+
+def embed_tasks(model: str, tasks_dir: Path, out: Path, name: str | None = None,
+                device: str | None = None) -> list[Path]:
+    """Embed all tasks in `tasks_dir` with `model` into out/<name>/<task>."""
+    dirs = task_dirs(Path(tasks_dir))
+    out_dir = Path(out) / (name or model_name(model))
+    for d in dirs:  # refuse to mix two models' embeddings under one name
+        marker = out_dir / d.name / MODEL_FILE
+        if marker.exists():
+            held = json.loads(marker.read_text())["model"]
+            if held != str(model):
+                raise UserError(f"{out_dir / d.name}: holds embeddings of {held!r}, not "
+                                f"{str(model)!r}; choose another --name or --out")
+    hear_model = load_model(model).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return [embed_task(hear_model, str(model), d, out_dir) for d in dirs]

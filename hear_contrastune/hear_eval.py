@@ -1,0 +1,31 @@
+"""HEAR's official evaluator, run unmodified as the user would run it.
+
+`python -m heareval.predictions.runner EMB_TASK_DIR` trains heareval's MLP probe (its grid of
+1-2 hidden layers) and writes `test.predicted-scores.json`. It needs
+TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 on torch >= 2.6 (it torch.loads its own Lightning
+checkpoints); this sets it for the child process only.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hear_contrastune.errors import UserError
+
+SCORES_FILE = "test.predicted-scores.json"
+
+
+def hear_probe(emb_task_dir: Path, grid: str = "default") -> dict:
+    """Run heareval's predictions runner on one embeddings folder; return its test scores."""
+    emb_task_dir = Path(emb_task_dir)
+    if not (emb_task_dir / "prediction-done.json").exists():
+        env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+        cmd = [sys.executable, "-m", "heareval.predictions.runner", str(emb_task_dir),
+               "--grid", grid]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise UserError(f"heareval predictions runner failed on {emb_task_dir}: {tail[0]}")
+    return json.loads((emb_task_dir / SCORES_FILE).read_text())

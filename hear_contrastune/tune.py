@@ -1,0 +1,201 @@
+"""Supervised contrastive tuning of a backbone on a HEAR task's train split.
+
+The loop, as in SupContrast: two random views of every clip in a batch -> backbone -> pooled
+embedding -> projection head -> SupCon loss (Jaccard-weighted for multi-label tasks). After each
+epoch the backbone alone (no head) embeds train and valid, and a kNN probe on valid scores it;
+the best epoch's backbone is kept as a HEAR checkpoint (`best.pt`). Epoch 0 is the untuned
+encoder, so a run never returns something worse than what it started from.
+
+Run folder: config.json (what defines the run), state.pt (resume point, rewritten every epoch),
+best.pt, steps.csv / epochs.csv (and TensorBoard), done.json (written last: the run finished).
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_metric_learning.losses import SupConLoss
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from hear_contrastune.atomic import atomic_path, write_json
+from hear_contrastune.augment import AugmentConfig, random_view
+from hear_contrastune.backbones import DEFAULT_BACKBONE, Backbone, build_backbone
+from hear_contrastune.checkpoint import save_checkpoint
+from hear_contrastune.errors import UserError
+from hear_contrastune.hear_api import HearModel, get_scene_embeddings
+from hear_contrastune.knn import knn_valid_score
+from hear_contrastune.losses import JaccardSupConLoss
+from hear_contrastune.run_log import RunLog
+from hear_contrastune.samplers import make_sampler
+from hear_contrastune.task import Task, load_split_audio, load_task
+
+LOSSES = ("auto", "supcon", "jaccard-supcon", "any-shared-supcon")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Everything that defines a tuning run; a run folder holds exactly one."""
+
+    task_dir: str
+    backbone: str = DEFAULT_BACKBONE
+    epochs: int = 30
+    batch_size: int = 64
+    m_per_class: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    temperature: float = 0.1
+    loss: str = "auto"
+    proj_dim: int = 128
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def targets_for(task: Task, labels: list[list[str]]) -> Tensor:
+    """Class ids [n] for multiclass tasks, multi-hot [n, vocabulary] for multilabel ones."""
+    index = {label: i for i, label in enumerate(task.vocabulary)}
+    if task.prediction_type == "multilabel":
+        hot = torch.zeros(len(labels), len(index))
+        for row, clip in enumerate(labels):
+            hot[row, [index[x] for x in clip]] = 1.0
+        return hot
+    return torch.tensor([index[clip[0]] for clip in labels])
+
+
+def make_loss(name: str, multilabel: bool, temperature: float) -> nn.Module:
+    """SupCon for class labels; the Jaccard-weighted variant by default for multi-label tasks."""
+    if name == "auto":
+        name = "jaccard-supcon" if multilabel else "supcon"
+    if name == "supcon":
+        if multilabel:
+            raise UserError("--loss supcon needs single-label classes; this task is multilabel "
+                            "(use jaccard-supcon or any-shared-supcon)")
+        return SupConLoss(temperature=temperature)
+    if name in ("jaccard-supcon", "any-shared-supcon"):
+        weighting = "jaccard" if name == "jaccard-supcon" else "any-shared"
+        return JaccardSupConLoss(temperature=temperature, weighting=weighting)
+    raise UserError(f"--loss {name!r}: choose from {', '.join(LOSSES)}")
+
+
+def projection_head(dim: int, out: int) -> nn.Module:
+    """SupContrast's MLP head; used only while tuning, dropped from the checkpoint."""
+    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, out))
+
+
+def open_run(out: Path, cfg: TuneConfig) -> None:
+    """Create the run folder, or accept it if it holds this same run; refuse another run's."""
+    config_file = out / "config.json"
+    wanted = json.loads(json.dumps(asdict(cfg)))
+    if config_file.exists():
+        held = json.loads(config_file.read_text())
+        if held != wanted:
+            diff = sorted(k for k in wanted if held.get(k) != wanted[k])
+            raise UserError(f"{out}: already holds a different run (differs in {', '.join(diff)});"
+                            " choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not a tuning run folder; choose another --out")
+    else:
+        write_json(config_file, wanted)
+
+
+def score(backbone: Backbone, model: HearModel, data: dict[str, tuple[Tensor, Tensor]],
+          multilabel: bool) -> float:
+    """kNN score of the backbone's embeddings on valid, train as the neighbours' memory."""
+    emb = {split: get_scene_embeddings(audio, model) for split, (audio, _) in data.items()}
+    backbone.train()
+    return knn_valid_score(emb["train"], data["train"][1], emb["valid"], data["valid"][1],
+                           multilabel)
+
+
+def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
+    """Tune, resuming a killed run from its last finished epoch; return the best checkpoint."""
+    out = Path(out)
+    task = load_task(cfg.task_dir)
+    open_run(out, cfg)
+    if (out / "done.json").exists():
+        return out / "best.pt"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    multilabel = task.prediction_type == "multilabel"
+    for split in ("train", "valid"):
+        if split not in task.splits:
+            raise UserError(f"{task.path}: tuning needs train and valid splits, has {task.splits}")
+    data = {}
+    for split in ("train", "valid"):
+        audio, labels = load_split_audio(task, split)
+        data[split] = (torch.from_numpy(audio).to(device), targets_for(task, labels).to(device))
+    train_audio, train_targets = data["train"]
+
+    backbone = build_backbone(cfg.backbone).to(device)
+    model = HearModel(backbone)
+    head = projection_head(backbone.embedding_size, cfg.proj_dim).to(device)
+    loss_fn = make_loss(cfg.loss, multilabel, cfg.temperature)
+    # a fresh sampler per epoch, seeded by the epoch, so a resumed run sees the same batches
+    sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed)
+    params = [p for p in (*backbone.parameters(), *head.parameters()) if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_total = cfg.epochs * len(sampler)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps_total))
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    log = RunLog(out, ["loss", "lr", "clips_per_s"], ["loss", "valid_knn", "seconds"])
+
+    start_epoch, best, best_epoch = 1, -1.0, 0
+    state_file = out / "state.pt"
+    if state_file.exists():  # resume after a kill
+        state = torch.load(state_file, map_location=device, weights_only=False)
+        backbone.load_state_dict(state["backbone"])
+        head.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        gen.set_state(state["generator"].cpu() if device == "cpu" else state["generator"])
+        start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
+        log.resume_after(state["epoch"])
+    else:
+        best = score(backbone, model, data, multilabel)
+        log.resume_after(-1)
+        log.epoch(0, loss="", valid_knn=best, seconds=0.0)
+        save_checkpoint(out / "best.pt", backbone, _meta(cfg, task, 0, best))
+
+    t_start = time.time()
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        backbone.train()
+        head.train()
+        sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed + epoch)
+        t0, losses = time.time(), []
+        bar = tqdm(sampler, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch")
+        for i, idx in enumerate(bar):
+            x, y = train_audio[idx], train_targets[idx]
+            views = torch.cat([random_view(x, cfg.augment, gen), random_view(x, cfg.augment, gen)])
+            z = head(backbone(views))
+            loss = loss_fn(z, torch.cat([y, y]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            clips_per_s = (i + 1) * len(idx) * 2 / (time.time() - t0)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", clips_s=f"{clips_per_s:.0f}")
+            log.step(epoch, (epoch - 1) * len(sampler) + i, loss=losses[-1],
+                     lr=schedule.get_last_lr()[0], clips_per_s=clips_per_s)
+        valid = score(backbone, model, data, multilabel)
+        log.epoch(epoch, loss=float(np.mean(losses)), valid_knn=valid,
+                  seconds=time.time() - t0)
+        tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  valid kNN {valid:.4f}")
+        if valid > best:
+            best, best_epoch = valid, epoch
+            save_checkpoint(out / "best.pt", backbone, _meta(cfg, task, epoch, valid))
+        with atomic_path(state_file) as tmp:
+            torch.save({"backbone": backbone.state_dict(), "head": head.state_dict(),
+                        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                        "generator": gen.get_state(), "epoch": epoch, "best": best,
+                        "best_epoch": best_epoch}, tmp)
+    write_json(out / "done.json", {"best_epoch": best_epoch, "best_valid_knn": best,
+                                   "seconds": time.time() - t_start})
+    return out / "best.pt"
+
+
+def _meta(cfg: TuneConfig, task: Task, epoch: int, valid: float) -> dict:
+    return {"task": task.name, "epoch": epoch, "valid_knn": valid, "config": asdict(cfg)}
