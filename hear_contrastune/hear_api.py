@@ -49,7 +49,7 @@ def get_scene_embeddings(audio: Tensor, model: HearModel) -> Tensor:
 
 @torch.no_grad()
 def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, Tensor]:
-    """[n_sounds, n_samples] -> ([n_sounds, n_frames, dim], timestamps in ms [n_sounds, n_frames])."""
+    """[n_sounds, n_samples] -> ([n_sounds, n_frames, dim], ms timestamps [n_sounds, n_frames])."""
     model.eval()
     outs = [model.backbone.frames(chunk) for chunk in _chunks(audio, model)]
     embeddings = torch.cat([emb for emb, _ in outs])
