@@ -93,3 +93,7 @@ def validate(model: str, device: str) -> None:
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["validator failed"])[-1]
         raise UserError(f"HEAR validator rejected {model}: {last}")
+
+
+if __name__ == "__main__":
+    main()

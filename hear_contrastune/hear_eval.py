@@ -29,3 +29,10 @@ def hear_probe(emb_task_dir: Path, grid: str = "default") -> dict:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise UserError(f"heareval predictions runner failed on {emb_task_dir}: {tail[0]}")
     return json.loads((emb_task_dir / SCORES_FILE).read_text())
+
+
+def test_score(scores: dict) -> float:
+    """The primary test score of a `test*.predicted-scores.json` (mean over folds if k-fold)."""
+    if "aggregated_scores" in scores:
+        return float(scores["aggregated_scores"]["test_score_mean"])
+    return float(scores["test"]["test_score"])

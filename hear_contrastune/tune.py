@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pytorch_metric_learning.losses import SupConLoss
+from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -27,12 +28,13 @@ from hear_contrastune.backbones import DEFAULT_BACKBONE, Backbone, build_backbon
 from hear_contrastune.checkpoint import save_checkpoint
 from hear_contrastune.errors import UserError
 from hear_contrastune.hear_api import HearModel, get_scene_embeddings
-from hear_contrastune.knn import knn_valid_score
+from hear_contrastune.knn import KnnIndex, vote
 from hear_contrastune.losses import JaccardSupConLoss
 from hear_contrastune.run_log import RunLog
 from hear_contrastune.samplers import make_sampler
 from hear_contrastune.task import Task, load_split_audio, load_task
 
+VALID_K = (1, 5, 10, 20)
 LOSSES = ("auto", "supcon", "jaccard-supcon", "any-shared-supcon")
 
 
@@ -103,11 +105,29 @@ def open_run(out: Path, cfg: TuneConfig) -> None:
 
 def score(backbone: Backbone, model: HearModel, data: dict[str, tuple[Tensor, Tensor]],
           multilabel: bool) -> float:
-    """kNN score of the backbone's embeddings on valid, train as the neighbours' memory."""
+    """Valid-split kNN score (top-1, or mAP for multilabel), best over a small k grid.
+
+    Model selection only: the full kNN probe (knn_probe) chooses k on valid and reports test.
+    """
     emb = {split: get_scene_embeddings(audio, model) for split, (audio, _) in data.items()}
     backbone.train()
-    return knn_valid_score(emb["train"], data["train"][1], emb["valid"], data["valid"][1],
-                           multilabel)
+    (train_y, valid_y) = (data["train"][1].cpu(), data["valid"][1].cpu())
+    if not multilabel:
+        n_classes = int(max(train_y.max(), valid_y.max())) + 1
+        train_y = torch.nn.functional.one_hot(train_y, n_classes)
+    neighbours = KnnIndex(emb["train"], device=emb["train"].device).search(
+        emb["valid"], max(VALID_K))
+    best = 0.0
+    for k in VALID_K:
+        if k <= neighbours.k:
+            votes = vote(neighbours, train_y, k)
+            if multilabel:
+                present = valid_y.sum(0) > 0
+                value = average_precision_score(valid_y[:, present], votes[:, present])
+            else:
+                value = (votes.argmax(1) == valid_y).float().mean().item()
+            best = max(best, float(value))
+    return best
 
 
 def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:

@@ -1,0 +1,87 @@
+"""Contrastive tuning end to end on a tiny real task: checkpoints, logs, resume, refusals."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import eval_tasks
+import hear_contrastune
+from hear_contrastune.errors import UserError
+from hear_contrastune.tune import TuneConfig, tune
+
+
+@pytest.fixture(scope="module")
+def program_task(tmp_path_factory):
+    return eval_tasks.build("gm-program", tmp_path_factory.mktemp("tasks"), size="small")
+
+
+def epochs_logged(run):
+    with open(run / "epochs.csv") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def small_config(task_dir, **kw):
+    return TuneConfig(task_dir=str(task_dir), epochs=2, batch_size=8, m_per_class=2, **kw)
+
+
+def test_tune_writes_a_hear_checkpoint_and_logs(program_task, tmp_path):
+    run = tmp_path / "run"
+    best = tune(small_config(program_task), run, device="cpu")
+    assert epochs_logged(run) == [0, 1, 2]
+    done = json.loads((run / "done.json").read_text())
+    assert 0 <= done["best_epoch"] <= 2 and 0.0 <= done["best_valid_knn"] <= 1.0
+    with open(run / "steps.csv") as f:
+        steps = list(csv.DictReader(f))
+    assert steps and all(float(s["loss"]) > 0 for s in steps)
+    model = hear_contrastune.load_model(str(best))
+    assert model.meta["config"]["epochs"] == 2
+    emb = hear_contrastune.get_scene_embeddings(torch.rand(2, 16000) - 0.5, model)
+    assert emb.shape == (2, 256) and torch.isfinite(emb).all()
+    # a finished run is recognised and returns at once
+    t0 = time.time()
+    assert tune(small_config(program_task), run, device="cpu") == best
+    assert time.time() - t0 < 30
+
+
+def test_tune_refuses_a_folder_holding_another_run(program_task, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"task_dir": "elsewhere"}))
+    with pytest.raises(UserError, match="already holds a different run"):
+        tune(small_config(program_task), run, device="cpu")
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a tuning run folder"):
+        tune(small_config(program_task), other, device="cpu")
+
+
+def test_killed_run_resumes_from_its_last_epoch(program_task, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cli", "tune", "--task-dir", str(program_task), "--out",
+           str(run), "--epochs", "3", "--batch-size", "8", "--m-per-class", "2",
+           "--device", "cpu"]
+    proc = subprocess.Popen(cmd, cwd=os.path.dirname(os.path.dirname(__file__)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "state.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run / "state.pt").exists() and not (run / "done.json").exists()
+    resumed_from = torch.load(run / "state.pt", weights_only=False)["epoch"]
+    assert resumed_from >= 1
+    done = subprocess.run(cmd, cwd=os.path.dirname(os.path.dirname(__file__)),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert epochs_logged(run) == [0, 1, 2, 3]
+    with open(run / "steps.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == sorted(set(steps))  # no step logged twice across the kill
