@@ -27,6 +27,42 @@ class Group(click.Group):
 def main() -> None:
     """Contrastively tune pre-trained audio encoders and judge them with HEAR, linear and kNN
     probes."""
+    import torch
+
+    # Decaying notes reach float32's denormal range, where CPU LSTMs and convolutions crawl.
+    torch.set_flush_denormal(True)
+
+
+@main.group()
+def tasks() -> None:
+    """Build offline HEAR tasks (eval_tasks) and check task folders."""
+
+
+@tasks.command("list")
+def tasks_list() -> None:
+    """List the tasks `tasks build` can make."""
+    import eval_tasks
+
+    for name, description in eval_tasks.list_tasks():
+        click.echo(f"{name:18s} {description}")
+
+
+@tasks.command("build")
+@click.argument("names", nargs=-1)
+@click.option("--all", "build_all", is_flag=True, help="Build every task.")
+@click.option("--out", default="tasks", show_default=True, type=click.Path(path_type=Path))
+@click.option("--size", default="full", show_default=True, type=click.Choice(["small", "full"]))
+@click.option("--seed", default=0, show_default=True, type=int)
+def tasks_build(names: tuple[str, ...], build_all: bool, out: Path, size: str, seed: int) -> None:
+    """Build tasks NAMES (or --all) into OUT/<name>; complete ones are kept."""
+    import eval_tasks
+
+    if build_all:
+        names = tuple(eval_tasks.TASKS)
+    if not names:
+        raise UserError("tasks build: name a task (see `contrastune tasks list`) or pass --all")
+    for name in names:
+        click.echo(str(eval_tasks.build(name, out, size=size, seed=seed)))
 
 
 @main.command()
@@ -79,6 +115,23 @@ def embed(model: str, tasks_dir: Path, out: Path, name: str | None, device: str 
 
     for d in embed_tasks(model, tasks_dir, out, name, device):
         click.echo(str(d))
+
+
+@main.command()
+@click.option("--out", default="runs/quickstart", show_default=True,
+              type=click.Path(path_type=Path))
+@click.option("--task", default="gm-program", show_default=True)
+@click.option("--size", default="full", show_default=True, type=click.Choice(["small", "full"]))
+@click.option("--backbone", default="resemblyzer", show_default=True)
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--grid", default="default", show_default=True,
+              type=click.Choice(["default", "fast", "faster"]),
+              help="heareval's hyperparameter grid for its MLP probe.")
+def quickstart(out: Path, **options) -> None:
+    """The main job: build a task, probe the untuned encoder, tune it, probe it again."""
+    from hear_contrastune.quickstart import quickstart as run_quickstart
+
+    click.echo(run_quickstart(out, **options))
 
 
 @main.command()
