@@ -117,6 +117,70 @@ def embed(model: str, tasks_dir: Path, out: Path, name: str | None, device: str 
         click.echo(str(d))
 
 
+@tasks.command("check")
+@click.argument("task_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+def tasks_check(task_dirs: tuple[Path, ...]) -> None:
+    """Check HEAR task folders (any hearpreprocess output too): files, rate, length, labels."""
+    from eval_tasks.check import check_task
+
+    bad = 0
+    for task_dir in task_dirs:
+        problems = check_task(task_dir)
+        bad += bool(problems)
+        click.echo(f"{task_dir}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+        for problem in problems:
+            click.echo(f"  {problem}")
+    if bad:
+        raise UserError(f"{bad} of {len(task_dirs)} task folder(s) failed the check")
+
+
+@main.command("knn-probe")
+@click.argument("emb_task_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--k", "k_grid", multiple=True, type=int,
+              help="k values to choose from on valid (repeatable; default 1 3 5 10 20 50 100).")
+@click.option("--metric", default="cosine", show_default=True,
+              type=click.Choice(["cosine", "euclidean"]))
+@click.option("--weighting", default="uniform", show_default=True,
+              type=click.Choice(["uniform", "similarity"]),
+              help="similarity: votes weighted by exp(similarity / temperature).")
+@click.option("--temperature", default=0.07, show_default=True, type=float)
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if present).")
+@click.option("--force", is_flag=True, help="Probe again tasks that already have results.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def knn_probe(emb_task_dirs: tuple[Path, ...], k_grid: tuple[int, ...], as_json: bool,
+              **options) -> None:
+    """kNN probe of heareval embeddings folders; writes test.knn-predicted-scores.json."""
+    import json
+
+    from hear_contrastune.knn_probe import DEFAULT_K_GRID, format_table, run_knn_probe
+
+    results = run_knn_probe(list(emb_task_dirs), k_grid or DEFAULT_K_GRID, **options)
+    click.echo(json.dumps(results, indent=2) if as_json else format_table(results))
+
+
+@main.command("linear-probe")
+@click.argument("emb_task_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--grid", default="default", show_default=True,
+              type=click.Choice(["default", "fast", "faster"]),
+              help="heareval's learning-rate grid (with hidden_layers fixed at 0).")
+@click.option("--force", is_flag=True, help="Probe again tasks that already have results.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def linear_probe(emb_task_dirs: tuple[Path, ...], grid: str, force: bool, as_json: bool) -> None:
+    """Strictly linear probe with heareval's own predictor; writes
+    test.linear-predicted-scores.json."""
+    import json
+
+    from hear_contrastune.hear_eval import test_score
+    from hear_contrastune.linear_probe import run_linear_probe
+
+    results = run_linear_probe(list(emb_task_dirs), grid=grid, force=force)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    for r in results if not as_json else []:
+        note = " (skipped: output exists)" if r["skipped"] else ""
+        click.echo(f"{r['task']:20s} {test_score(r['result']):.4f}  {r['output']}{note}")
+
+
 @main.command()
 @click.option("--out", default="runs/quickstart", show_default=True,
               type=click.Path(path_type=Path))
