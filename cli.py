@@ -74,31 +74,57 @@ def backbones() -> None:
         click.echo(f"{name:14s} {description}")
 
 
+def training_options(fn):
+    """Options shared by `tune` and `finetune`: the two differ only in head and loss."""
+    options = [
+        click.option("--task-dir", required=True, type=click.Path(path_type=Path),
+                     help="A HEAR task folder (task_metadata.json, <split>.json, 16000/...)."),
+        click.option("--out", required=True, type=click.Path(path_type=Path),
+                     help="Run folder."),
+        click.option("--backbone", default="resemblyzer", show_default=True),
+        click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1)),
+        click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2)),
+        click.option("--m-per-class", default=4, show_default=True, type=click.IntRange(min=2),
+                     help="Clips per class (per label for multilabel) in each batch."),
+        click.option("--lr", default=1e-4, show_default=True,
+                     type=click.FloatRange(min=0, min_open=True)),
+        click.option("--weight-decay", default=1e-4, show_default=True,
+                     type=click.FloatRange(min=0)),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--device", default=None,
+                     help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def run_training(method: str, task_dir: Path, out: Path, device: str | None, **options) -> None:
+    from hear_contrastune.tune import TuneConfig, tune
+
+    cfg = TuneConfig(task_dir=str(task_dir), method=method, **options)
+    click.echo(f"best checkpoint: {tune(cfg, out, device)}")
+
+
 @main.command()
-@click.option("--task-dir", required=True, type=click.Path(path_type=Path),
-              help="A HEAR task folder (task_metadata.json, <split>.json, 16000/<split>/*.wav).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
-@click.option("--backbone", default="resemblyzer", show_default=True)
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2))
-@click.option("--m-per-class", default=4, show_default=True, type=click.IntRange(min=2),
-              help="Clips per class (per label for multilabel) in each batch.")
-@click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--weight-decay", default=1e-4, show_default=True, type=click.FloatRange(min=0))
+@training_options
 @click.option("--temperature", default=0.1, show_default=True,
               type=click.FloatRange(min=0, min_open=True))
 @click.option("--loss", default="auto", show_default=True,
               type=click.Choice(["auto", "supcon", "jaccard-supcon", "any-shared-supcon"]),
-              help="auto: supcon for multiclass tasks, jaccard-supcon for multilabel ones.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
-def tune(task_dir: Path, out: Path, device: str | None, **options) -> None:
+              help="auto: supcon for multiclass tasks, jaccard-supcon for multilabel ones; "
+                   "any-shared-supcon: any shared label makes a positive.")
+def tune(**options) -> None:
     """Contrastively tune a backbone on a task; keeps the best epoch as OUT/best.pt."""
-    from hear_contrastune.tune import TuneConfig
-    from hear_contrastune.tune import tune as run_tune
+    run_training("contrastive", **options)
 
-    best = run_tune(TuneConfig(task_dir=str(task_dir), **options), out, device)
-    click.echo(f"best checkpoint: {best}")
+
+@main.command()
+@training_options
+def finetune(**options) -> None:
+    """Vanilla fine-tuning baseline: backbone + linear classifier, cross-entropy (BCE for
+    multilabel), with tune's data, views, optimiser and model selection."""
+    run_training("finetune", **options)
 
 
 @main.command()

@@ -1,10 +1,15 @@
-"""Supervised contrastive tuning of a backbone on a HEAR task's train split.
+"""Tuning a backbone on a HEAR task's train split: contrastively, or by vanilla fine-tuning.
 
 The loop, as in SupContrast: two random views of every clip in a batch -> backbone -> pooled
-embedding -> projection head -> SupCon loss (Jaccard-weighted for multi-label tasks). After each
-epoch the backbone alone (no head) embeds train and valid, and a kNN probe on valid scores it;
-the best epoch's backbone is kept as a HEAR checkpoint (`best.pt`). Epoch 0 is the untuned
-encoder, so a run never returns something worse than what it started from.
+embedding -> head -> loss. The method decides only the head and the loss:
+  contrastive  projection head (dropped afterwards) + SupCon (Jaccard-weighted for multilabel)
+  finetune     linear classifier + cross-entropy (BCE for multilabel): the vanilla baseline
+Everything else (data, sampler, views, optimiser, schedule, epochs, model selection) is shared,
+so the comparison between them is fair. After each epoch the backbone alone (no head) embeds
+train and valid, and a kNN probe on valid scores it; the best epoch's backbone is kept as a HEAR
+checkpoint (`best.pt`; for finetune it also holds the classifier, whose own test score
+`compare` reports). Epoch 0 is the untuned encoder, so a run never returns something worse
+than what it started from.
 
 Run folder: config.json (what defines the run), state.pt (resume point, rewritten every epoch),
 best.pt, steps.csv / epochs.csv (and TensorBoard), done.json (written last: the run finished).
@@ -35,7 +40,8 @@ from hear_contrastune.samplers import make_sampler
 from hear_contrastune.task import Task, load_split_audio, load_task
 
 VALID_K = (1, 5, 10, 20)
-LOSSES = ("auto", "supcon", "jaccard-supcon", "any-shared-supcon")
+LOSSES = ("auto", "supcon", "jaccard-supcon", "any-shared-supcon", "ce", "bce")
+METHODS = ("contrastive", "finetune")
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class TuneConfig:
 
     task_dir: str
     backbone: str = DEFAULT_BACKBONE
+    method: str = "contrastive"
     epochs: int = 30
     batch_size: int = 64
     m_per_class: int = 4
@@ -67,8 +74,14 @@ def targets_for(task: Task, labels: list[list[str]]) -> Tensor:
     return torch.tensor([index[clip[0]] for clip in labels])
 
 
-def make_loss(name: str, multilabel: bool, temperature: float) -> nn.Module:
-    """SupCon for class labels; the Jaccard-weighted variant by default for multi-label tasks."""
+def make_loss(name: str, method: str, multilabel: bool, temperature: float) -> nn.Module:
+    """The loss for a method; "auto" picks the natural one for the task's label type."""
+    if method == "finetune":
+        name = ("bce" if multilabel else "ce") if name == "auto" else name
+        if name not in ("ce", "bce") or (name == "ce") == multilabel:
+            raise UserError(f"--loss {name}: finetune uses {'bce' if multilabel else 'ce'} "
+                            "for this task")
+        return nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
     if name == "auto":
         name = "jaccard-supcon" if multilabel else "supcon"
     if name == "supcon":
@@ -82,9 +95,12 @@ def make_loss(name: str, multilabel: bool, temperature: float) -> nn.Module:
     raise UserError(f"--loss {name!r}: choose from {', '.join(LOSSES)}")
 
 
-def projection_head(dim: int, out: int) -> nn.Module:
-    """SupContrast's MLP head; used only while tuning, dropped from the checkpoint."""
-    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, out))
+def make_head(cfg: TuneConfig, dim: int, n_classes: int) -> nn.Module:
+    """Contrastive: SupContrast's MLP projection head, dropped after tuning. Finetune: a linear
+    classifier over the pooled embedding, kept in the checkpoint for its own test score."""
+    if cfg.method == "finetune":
+        return nn.Linear(dim, n_classes)
+    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, cfg.proj_dim))
 
 
 def open_run(out: Path, cfg: TuneConfig) -> None:
@@ -134,6 +150,8 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
     """Tune, resuming a killed run from its last finished epoch; return the best checkpoint."""
     out = Path(out)
     task = load_task(cfg.task_dir)
+    if cfg.method not in METHODS:
+        raise UserError(f"method {cfg.method!r}: choose from {', '.join(METHODS)}")
     open_run(out, cfg)
     if (out / "done.json").exists():
         return out / "best.pt"
@@ -151,8 +169,8 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
 
     backbone = build_backbone(cfg.backbone).to(device)
     model = HearModel(backbone)
-    head = projection_head(backbone.embedding_size, cfg.proj_dim).to(device)
-    loss_fn = make_loss(cfg.loss, multilabel, cfg.temperature)
+    head = make_head(cfg, backbone.embedding_size, len(task.vocabulary)).to(device)
+    loss_fn = make_loss(cfg.loss, cfg.method, multilabel, cfg.temperature)
     # a fresh sampler per epoch, seeded by the epoch, so a resumed run sees the same batches
     sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed)
     params = [p for p in (*backbone.parameters(), *head.parameters()) if p.requires_grad]
@@ -177,7 +195,7 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
         best = score(backbone, model, data, multilabel)
         log.resume_after(-1)
         log.epoch(0, loss="", valid_knn=best, seconds=0.0)
-        save_checkpoint(out / "best.pt", backbone, _meta(cfg, task, 0, best))
+        save_checkpoint(out / "best.pt", backbone, _meta(cfg, task, 0, best, head))
 
     t_start = time.time()
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -206,7 +224,7 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
         tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  valid kNN {valid:.4f}")
         if valid > best:
             best, best_epoch = valid, epoch
-            save_checkpoint(out / "best.pt", backbone, _meta(cfg, task, epoch, valid))
+            save_checkpoint(out / "best.pt", backbone, _meta(cfg, task, epoch, valid, head))
         with atomic_path(state_file) as tmp:
             torch.save({"backbone": backbone.state_dict(), "head": head.state_dict(),
                         "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
@@ -217,5 +235,8 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
     return out / "best.pt"
 
 
-def _meta(cfg: TuneConfig, task: Task, epoch: int, valid: float) -> dict:
-    return {"task": task.name, "epoch": epoch, "valid_knn": valid, "config": asdict(cfg)}
+def _meta(cfg: TuneConfig, task: Task, epoch: int, valid: float, head: nn.Module) -> dict:
+    meta = {"task": task.name, "epoch": epoch, "valid_knn": valid, "config": asdict(cfg)}
+    if cfg.method == "finetune":  # the classifier belongs to the result; a projection does not
+        meta["head"] = {k: v.detach().cpu() for k, v in head.state_dict().items()}
+    return meta
