@@ -208,6 +208,34 @@ def linear_probe(emb_task_dirs: tuple[Path, ...], grid: str, force: bool, as_jso
 
 
 @main.command()
+@click.option("--tasks-dir", required=True, type=click.Path(path_type=Path),
+              help="A folder of HEAR tasks (or one task folder).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option("--backbone", default="resemblyzer", show_default=True)
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2))
+@click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--grid", default="default", show_default=True,
+              type=click.Choice(["default", "fast", "faster"]),
+              help="heareval's hyperparameter grid for the HEAR and linear probes.")
+@click.option("--probes", default="hear,linear,knn", show_default=True,
+              help="Comma-separated subset of hear, linear, knn.")
+@click.option("--device", default=None)
+def compare(tasks_dir: Path, out: Path, probes: str, device: str | None, **options) -> None:
+    """Frozen vs vanilla fine-tuning vs contrastive tuning under every probe, with a report."""
+    from hear_contrastune.compare import PROBES, CompareConfig, summary_table
+    from hear_contrastune.compare import compare as run_compare
+
+    chosen = tuple(p.strip() for p in probes.split(",") if p.strip())
+    if not chosen or set(chosen) - set(PROBES):
+        raise UserError(f"--probes {probes!r}: choose from {', '.join(PROBES)}")
+    records = run_compare(CompareConfig(tasks_dir=tasks_dir, probes=chosen, **options), out,
+                          device)
+    click.echo(summary_table(records))
+
+
+@main.command()
 @click.option("--out", default="runs/quickstart", show_default=True,
               type=click.Path(path_type=Path))
 @click.option("--task", default="gm-program", show_default=True)

@@ -1,1 +1,58 @@
-"""Offline task builders."""
+"""Offline HEAR tasks rendered from the General-MIDI soundfont that ships with pretty_midi.
+
+Each builder plans its clips from a seed (numpy's PCG64 only), renders them with tinysoundfont
+and writes hearpreprocess's layout, so the same (task, size, seed) gives byte-identical files
+(on the same tinysoundfont build: its float arithmetic is not promised across platforms).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from eval_tasks import gm, gm_family_kfold, gm_family_mix, gm_pitch, gm_program
+from eval_tasks.layout import TaskPlan, is_complete, write_task
+from hear_contrastune.errors import UserError
+
+
+@dataclass(frozen=True)
+class TaskBuilder:
+    """A task's name, its one-line description and the function planning its clips."""
+
+    name: str
+    description: str
+    plan: Callable[[str, int], TaskPlan]
+
+
+TASKS: dict[str, TaskBuilder] = {
+    m.NAME: TaskBuilder(m.NAME, m.DESCRIPTION, m.plan)
+    for m in (gm_program, gm_family_mix, gm_pitch, gm_family_kfold)
+}
+
+
+def list_tasks() -> list[tuple[str, str]]:
+    """(name, description) of every task, in registry order."""
+    return [(b.name, b.description) for b in TASKS.values()]
+
+
+def plan_task(name: str, size: str = "full", seed: int = 0) -> TaskPlan:
+    """The plan `build` would render, with a one-line UserError for an unknown name or size."""
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+    if size not in gm.SIZES:
+        raise UserError(f"unknown size {size!r}; known: {', '.join(gm.SIZES)}")
+    return TASKS[name].plan(size, seed)
+
+
+def is_built(name: str, out_dir: Path, size: str = "full", seed: int = 0) -> bool:
+    """True if out_dir/<name> already holds this exact build (so `build` would skip it)."""
+    return is_complete(Path(out_dir) / name, plan_task(name, size, seed))
+
+
+def build(name: str, out_dir: Path, size: str = "full", seed: int = 0) -> Path:
+    """Build task `name` at out_dir/<name> and return that path. A complete build of the same
+    size and seed is kept; anything else there (partial, other size or seed) is replaced."""
+    plan = plan_task(name, size, seed)
+    task_dir = Path(out_dir) / name
+    if not is_complete(task_dir, plan):
+        write_task(task_dir, plan)
+    return task_dir

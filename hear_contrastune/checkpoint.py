@@ -51,4 +51,6 @@ def load_backbone(model: str | os.PathLike[str]) -> tuple[Backbone, dict[str, An
     if missing or unexpected:
         raise UserError(f"{model}: weights do not fit backbone {ckpt['backbone']!r} "
                         f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
-    return backbone, {"tuned": True, **ckpt["meta"]}
+    # the classifier of a fine-tuned checkpoint is not part of the encoder (see compare.head_score)
+    meta = {k: v for k, v in ckpt["meta"].items() if k != "head"}
+    return backbone, {"tuned": True, **meta}
