@@ -32,6 +32,7 @@ from hear_contrastune.hear_eval import hear_probe, test_score
 from hear_contrastune.knn_probe import run_knn_probe
 from hear_contrastune.linear_probe import run_linear_probe
 from hear_contrastune.probe_protocol import label_matrix, score_all, score_functions
+from hear_contrastune.report import write_report
 from hear_contrastune.task import load_task
 from hear_contrastune.tune import TuneConfig, tune
 
@@ -103,6 +104,8 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None) -> list[di
                 records += [{"task": task.name, "method": method, "seed": seed, "probe": p,
                              "metric": metric, "score": float(s)} for p, s in scores.items()]
     write_json(run / "results.json", records)
+    report_md, report_html = write_report(run)
+    click.echo(f"report: {report_md}  {report_html}")
     return records
 
 

@@ -18,38 +18,30 @@ import click
 import eval_tasks
 from hear_contrastune.atomic import write_json, write_text
 from hear_contrastune.backbones import DEFAULT_BACKBONE
+from hear_contrastune.compare import PROBES, probe
 from hear_contrastune.embed import embed_tasks
-from hear_contrastune.hear_eval import hear_probe, test_score
-from hear_contrastune.knn_probe import run_knn_probe
 from hear_contrastune.tune import TuneConfig, tune
-
-PROBES = ("hear", "linear", "knn")
-
-
-def score_model(emb_task_dir: Path, grid: str) -> dict[str, float]:
-    """Test scores of one embeddings folder under HEAR's MLP probe, the kNN probe."""
-    click.echo(f"  HEAR MLP probe (heareval.predictions.runner --grid {grid}) ...")
-    hear = test_score(hear_probe(emb_task_dir, grid))
-    click.echo("  kNN probe ...")
-    knn = run_knn_probe([emb_task_dir])
-    return {"hear": hear, "knn": test_score(knn[0]["scores"])}
 
 
 def quickstart(out: Path, task: str = "gm-program", size: str = "full",
-               backbone: str = DEFAULT_BACKBONE, epochs: int = 30, grid: str = "default") -> str:
+               backbone: str = DEFAULT_BACKBONE, epochs: int = 30, batch_size: int = 64,
+               m_per_class: int = 4, grid: str = "default") -> str:
     """Run every stage and return the results table (also written to OUT/results.md)."""
     t0 = time.time()
     click.echo(f"[1/4] building task {task} ({size}) ...")
     task_dir = eval_tasks.build(task, out / "tasks", size=size)
     click.echo(f"[2/4] untuned {backbone}: embedding and probing ...")
     untuned = embed_tasks(backbone, task_dir, out / "embeddings", name=f"{backbone}-untuned")[0]
-    rows = {f"{backbone} (untuned)": score_model(untuned, grid)}
+    click.echo("  probing: HEAR MLP (heareval.predictions.runner), linear, kNN ...")
+    rows = {f"{backbone} (untuned)": probe(untuned, PROBES, grid)}
     click.echo(f"[3/4] contrastive tuning ({epochs} epochs) ...")
-    best = tune(TuneConfig(task_dir=str(task_dir), backbone=backbone, epochs=epochs),
-                out / "runs" / f"{backbone}-supcon")
+    cfg = TuneConfig(task_dir=str(task_dir), backbone=backbone, epochs=epochs,
+                     batch_size=batch_size, m_per_class=m_per_class)
+    best = tune(cfg, out / "runs" / f"{backbone}-supcon")
     click.echo("[4/4] tuned encoder: embedding and probing ...")
     tuned = embed_tasks(str(best), task_dir, out / "embeddings", name=f"{backbone}-supcon")[0]
-    rows[f"{backbone} + SupCon tuning"] = score_model(tuned, grid)
+    click.echo("  probing: HEAR MLP (heareval.predictions.runner), linear, kNN ...")
+    rows[f"{backbone} + SupCon tuning"] = probe(tuned, PROBES, grid)
 
     metric = json.loads((task_dir / "task_metadata.json").read_text())["evaluation"][0]
     table = format_table(task, metric, rows)

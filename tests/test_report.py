@@ -1,0 +1,262 @@
+"""The comparison report over a real tiny compare run: real embeddings files, the real kNN probe,
+real CSV logs; the tables are checked against results.json and every output file is opened."""
+
+import json
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from probe_fixtures import write_task
+
+from hear_contrastune.errors import UserError
+from hear_contrastune.knn_probe import run_knn_probe
+from hear_contrastune.report import (
+    PROBE_TITLES,
+    alignment_uniformity,
+    geometry,
+    knn_purity,
+    silhouette,
+    write_report,
+)
+from hear_contrastune.run_log import CsvLog
+
+SEEDS = {"frozen": [0], "finetune": [0, 1], "contrastive": [0, 1]}
+NOISE = {"frozen": 2.0, "finetune": 1.2, "contrastive": 0.6}  # tighter clusters when tuned
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _labels(rng: np.random.Generator, vocab: list[str], n: int, multilabel: bool) -> np.ndarray:
+    """Multi-hot labels: one class each, or 1-2 labels each for multilabel."""
+    y = np.eye(len(vocab))[rng.integers(0, len(vocab), n)]
+    if multilabel:
+        y = np.maximum(y, np.eye(len(vocab))[rng.integers(0, len(vocab), n)]
+                       * (rng.random((n, 1)) < 0.5))
+    return y
+
+
+def _write_embeddings(task_dir: Path, rng: np.random.Generator, centers: np.ndarray,
+                      vocab: list[str], labels: dict[str, np.ndarray], noise: float) -> None:
+    """One method's embeddings of a task: the clips' label centroids plus noise."""
+    data = {}
+    for split, y in labels.items():
+        x = y @ centers / y.sum(axis=1, keepdims=True)
+        x += noise * rng.standard_normal(x.shape)
+        data[split] = (x.astype(np.float32), [[vocab[i] for i in np.flatnonzero(r)] for r in y])
+    multilabel = any(y.sum(axis=1).max() > 1 for y in labels.values())
+    write_task(task_dir, data, vocab,
+               split_mode="trainvaltest" if "test" in labels else "new_split_kfold",
+               prediction_type="multilabel" if multilabel else "multiclass",
+               evaluation=("mAP",) if multilabel else ("top1_acc", "mAP"))
+
+
+def _write_logs(run_dir: Path, method: str, seed: int, epochs: int = 4, steps: int = 3) -> None:
+    valid = "valid_knn" if method == "contrastive" else "valid_score"
+    run_dir.mkdir(parents=True)
+    ep = CsvLog(run_dir / "epochs.csv", ["epoch", "loss", valid, "seconds"])
+    st = CsvLog(run_dir / "steps.csv", ["epoch", "step", "loss", "lr", "clips_per_s"])
+    ep.write({"epoch": 0, "loss": "", valid: 0.4, "seconds": 0.0})
+    for e in range(1, epochs + 1):
+        for i in range(steps):
+            st.write({"epoch": e, "step": (e - 1) * steps + i, "loss": 3 / (e + i / steps) + seed,
+                      "lr": 1e-4, "clips_per_s": 100 + 10 * i})
+        ep.write({"epoch": e, "loss": 3 / e + seed, valid: 0.4 + 0.1 * e, "seconds": 1.5})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A compare run: a multiclass trainvaltest task and a multilabel 3-fold task."""
+    run = tmp_path_factory.mktemp("run")
+    rng = np.random.default_rng(0)
+    tasks = {
+        "pitch": (["low", "mid", "high"], {"train": 90, "valid": 30, "test": 60}, False),
+        "mix": (["a", "b", "c", "d"], {"fold00": 40, "fold01": 40, "fold02": 40}, True),
+    }
+    records = []
+    for task, (vocab, splits, multilabel) in tasks.items():
+        centers = 2.0 * rng.standard_normal((len(vocab), 16))
+        labels = {s: _labels(rng, vocab, n, multilabel) for s, n in splits.items()}
+        for method, seeds in SEEDS.items():
+            for seed in seeds:
+                emb = run / "embeddings" / f"{method}-seed{seed}" / task
+                _write_embeddings(emb, np.random.default_rng(seed), centers, vocab, labels,
+                                  NOISE[method])
+                [knn] = run_knn_probe([emb], k_grid=(1, 3, 5, 10, 20))
+                result = knn["result"]
+                knn_score = (result["aggregated_scores"]["test_score_mean"]
+                             if "aggregated_scores" in result else result["test"]["test_score"])
+                metric = "mAP" if multilabel else "top1_acc"
+                scores = {"knn": knn_score, "hear": rng.random(), "linear": rng.random()}
+                if method != "frozen":
+                    _write_logs(run / "models" / task / f"{method}-seed{seed}", method, seed)
+                if method == "finetune":
+                    scores["head"] = rng.random()
+                records += [{"task": task, "method": method, "seed": seed, "probe": p,
+                             "metric": metric, "score": float(s)} for p, s in scores.items()]
+    (run / "results.json").write_text(json.dumps(records))
+    write_report(run)
+    return run
+
+
+def _tables(md: str) -> dict[str, tuple[list[str], dict[str, list[str]]]]:
+    """Each titled markdown table: title -> (header, {row name: cells})."""
+    out = {}
+    for title, body in re.findall(r"\*\*([^*\n]+)\*\*\n\n((?:\|.*\|\n)+)", md):
+        lines = [[c.strip().strip("*") for c in line.strip("|").split(" | ")]
+                 for line in body.strip().splitlines()]
+        out[title] = (lines[0], {row[0]: row[1:] for row in lines[2:]})
+    return out
+
+
+def _cell(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def test_results_tables_match_results_json(run_dir: Path) -> None:
+    records = json.loads((run_dir / "results.json").read_text())
+    tables = _tables((run_dir / "report.md").read_text())
+    for probe in ("hear", "linear", "knn", "head"):
+        header, rows = tables[PROBE_TITLES[probe]]
+        recs = [r for r in records if r["probe"] == probe]
+        methods = sorted({r["method"] for r in recs})
+        assert sorted(rows) == methods
+        tasks = sorted({r["task"] for r in recs})
+        metric = {r["task"]: r["metric"] for r in recs}
+        assert header[1:-1] == [f"{t} ({metric[t]})" for t in tasks]
+        assert header[-1] == "mean over 2 tasks"
+        for method in methods:
+            for i, task in enumerate(tasks):
+                vals = [r["score"] for r in recs if (r["method"], r["task"]) == (method, task)]
+                assert rows[method][i] == _cell(vals), (probe, method, task)
+            per_seed = [np.mean([r["score"] for r in recs
+                                 if (r["method"], r["seed"]) == (method, seed)])
+                        for seed in SEEDS[method]]
+            assert rows[method][-1] == _cell(per_seed)
+    assert set(tables[PROBE_TITLES["head"]][1]) == {"finetune"}
+
+
+def test_best_of_each_column_is_bold(run_dir: Path) -> None:
+    md = (run_dir / "report.md").read_text()
+    block = md.split(f"**{PROBE_TITLES['hear']}**")[1].split("\n\n")[1]
+    rows = [line.strip("|").split(" | ") for line in block.splitlines()[2:]]
+    for col in range(1, len(rows[0])):
+        cells = [r[col].strip() for r in rows]
+        means = [float(c.strip("*").split()[0]) for c in cells]
+        assert [c.startswith("**") for c in cells] == [m == max(means) for m in means]
+
+
+def test_geometry_and_training_tables(run_dir: Path) -> None:
+    tables = _tables((run_dir / "report.md").read_text())
+    pitch = next(v for k, v in tables.items() if k.startswith("pitch (multiclass"))
+    mix = next(v for k, v in tables.items() if k.startswith("mix (multilabel"))
+    for header, rows in (pitch, mix):
+        assert header == ["method", "kNN purity", "silhouette", "alignment", "uniformity"]
+        assert list(rows) == ["frozen", "finetune", "contrastive"]
+        # the tuned stand-ins have tighter clusters: purer neighbourhoods, better aligned
+        purity = {m: float(r[0].split()[0]) for m, r in rows.items()}
+        align = {m: float(r[2].split()[0]) for m, r in rows.items()}
+        assert purity["frozen"] < purity["finetune"] < purity["contrastive"]
+        assert align["frozen"] > align["finetune"] > align["contrastive"]
+    assert all(r[1] == "–" for r in mix[1].values())  # no silhouette for multilabel
+    assert "nan" not in (run_dir / "report.md").read_text().lower()
+    assert "2 seeds" not in (run_dir / "report.md").read_text()
+
+
+def test_every_png_is_a_real_image(run_dir: Path) -> None:
+    pngs = sorted((run_dir / "plots").glob("*.png"))
+    names = {p.name for p in pngs}
+    for task in ("pitch", "mix"):
+        assert {f"projection-{task}.png", f"knn-k-{task}.png", f"training-{task}.png"} <= names
+    for png in pngs:
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        with Image.open(png) as im:
+            im.load()
+            assert im.width >= 300 and im.height >= 200
+            assert np.asarray(im.convert("L")).std() > 5  # something is drawn
+
+
+class _Refs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+        self.tags: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+def test_index_html_references_only_existing_files(run_dir: Path) -> None:
+    parser = _Refs()
+    page = (run_dir / "index.html").read_text()
+    parser.feed(page)
+    assert "script" not in parser.tags and "link" not in parser.tags  # self-contained
+    assert len(parser.refs) == len(list((run_dir / "plots").glob("*.png"))) == 6
+    for ref in parser.refs:
+        assert not ref.startswith(("/", "http:", "https:", "file:"))
+        assert (run_dir / ref).is_file(), ref
+    for word in ("frozen", "finetune", "contrastive", "pitch", "mix", *PROBE_TITLES.values()):
+        assert word in page
+    assert not [p for p in run_dir.rglob("*.tmp")]  # atomic writes left nothing behind
+
+
+def test_partial_and_empty_runs(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    md, page = write_report(empty)
+    assert "results.json is missing" in md.read_text() and page.is_file()
+    (empty / "results.json").write_text(json.dumps([
+        {"task": "t1", "method": "frozen", "seed": 0, "probe": "knn", "metric": "mAP",
+         "score": 0.5},
+        {"task": "t2", "method": "frozen", "seed": 0, "probe": "knn", "metric": "mAP",
+         "score": None},
+        {"task": "t1", "method": "contrastive", "seed": 0, "probe": "knn", "metric": "mAP",
+         "score": 0.7},
+    ]))
+    text = write_report(empty)[0].read_text()
+    assert "| frozen | 0.500 | – | 0.500 |" in text
+    assert "| contrastive | **0.700** | – | **0.700** |" in text
+    assert "leaves out t2" in text
+    # a tuning run that logged nothing yet and an embeddings folder missing its splits
+    (empty / "models" / "t1" / "contrastive-seed0").mkdir(parents=True)
+    (empty / "models" / "t1" / "contrastive-seed0" / "epochs.csv").write_text("epoch,loss\n")
+    broken = empty / "embeddings" / "frozen-seed0" / "t1"
+    write_task(broken, {}, ["x", "y"])
+    text = write_report(empty)[0].read_text()
+    assert "no epochs logged in models/t1/contrastive-seed0" in text
+    assert "skipped embeddings/frozen-seed0/t1" in text
+    (empty / "results.json").write_text("[{\"task\": 1}]")
+    with pytest.raises(UserError, match="record 0"):
+        write_report(empty)
+    with pytest.raises(UserError, match="not a directory"):
+        write_report(tmp_path / "missing")
+
+
+def test_measures_known_values_and_degenerate_inputs() -> None:
+    one_hot = np.eye(2)[[0, 0, 1, 1]]
+    x = np.array([[1, 0], [1, 0], [-1, 0], [-1, 0]], dtype=np.float32)
+    assert knn_purity(x, one_hot, False, k=1) == 1.0
+    assert alignment_uniformity(x, one_hot) == (0.0, pytest.approx(math.log(4 * np.exp(-8) / 6
+                                                                              + 2 / 6)))
+    assert silhouette(x, one_hot, False) == pytest.approx(1.0)
+    # one clip, one class, identical and all-zero embeddings: defined values or None, never NaN
+    cases = [
+        (np.ones((1, 3)), np.ones((1, 1))),
+        (np.ones((5, 3)), np.ones((5, 1))),
+        (np.zeros((4, 3)), np.eye(2)[[0, 1, 0, 1]]),
+        (np.random.default_rng(0).standard_normal((3, 2)), np.zeros((3, 2))),  # no labels
+    ]
+    for xs, ys in cases:
+        for multilabel in (False, True):
+            values = geometry(xs.astype(np.float32), ys, multilabel)
+            assert all(v is None or math.isfinite(v) for v in values.values()), values
+    assert geometry(np.ones((1, 3), np.float32), np.ones((1, 1)), False) == {
+        "purity": None, "silhouette": None, "alignment": None, "uniformity": None}
+    # multilabel purity is the Jaccard overlap: {a} vs {a, b} is 1/2
+    assert knn_purity(x[:2], np.array([[1, 0], [1, 1]]), True, k=1) == 0.5
