@@ -4,6 +4,7 @@ Each command is a thin wrapper over one module of the package; user mistakes sur
 line (`error: ...`, exit 2), never a traceback.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -91,8 +92,16 @@ def training_options(fn):
         click.option("--weight-decay", default=1e-4, show_default=True,
                      type=click.FloatRange(min=0)),
         click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--accumulate", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Batches per optimiser step (a larger effective batch on one device; "
+                          "each batch keeps its own negatives)."),
+        click.option("--precision", default="fp32", show_default=True,
+                     type=click.Choice(["fp32", "bf16", "fp16"]),
+                     help="Mixed-precision autocast (CUDA only)."),
+        click.option("--compile", is_flag=True, help="torch.compile the backbone and head."),
         click.option("--device", default=None,
-                     help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
+                     help="cpu, cuda, cuda:1 ... (default: cuda if present; under torchrun, "
+                          "each process's local GPU)"),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -103,7 +112,9 @@ def run_training(method: str, task_dir: Path, out: Path, device: str | None, **o
     from hear_contrastune.tune import TuneConfig, tune
 
     cfg = TuneConfig(task_dir=str(task_dir), method=method, **options)
-    click.echo(f"best checkpoint: {tune(cfg, out, device)}")
+    best = tune(cfg, out, device)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
+        click.echo(f"best checkpoint: {best}")
 
 
 @main.command()

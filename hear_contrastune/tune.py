@@ -27,6 +27,7 @@ from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from hear_contrastune import distributed
 from hear_contrastune.atomic import atomic_path, write_json
 from hear_contrastune.augment import AugmentConfig, random_view
 from hear_contrastune.backbones import DEFAULT_BACKBONE, Backbone, build_backbone
@@ -60,6 +61,9 @@ class TuneConfig:
     loss: str = "auto"
     proj_dim: int = 128
     seed: int = 0
+    accumulate: int = 1  # batches per optimiser step (each batch keeps its own negatives)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast, CUDA only)
+    compile: bool = False  # torch.compile the backbone + head
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -147,15 +151,22 @@ def score(backbone: Backbone, model: HearModel, data: dict[str, tuple[Tensor, Te
 
 
 def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
-    """Tune, resuming a killed run from its last finished epoch; return the best checkpoint."""
+    """Tune, resuming a killed run from its last finished epoch; return the best checkpoint.
+
+    Under torchrun, every rank runs this; see hear_contrastune.distributed.
+    """
     out = Path(out)
     task = load_task(cfg.task_dir)
     if cfg.method not in METHODS:
         raise UserError(f"method {cfg.method!r}: choose from {', '.join(METHODS)}")
-    open_run(out, cfg)
+    ranks, device = distributed.init(device)
+    distributed.check_batch(cfg.batch_size, ranks)
+    amp = autocast_dtype(cfg.precision, device)
+    if ranks.main:
+        open_run(out, cfg)
+    distributed.barrier(ranks)
     if (out / "done.json").exists():
         return out / "best.pt"
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     multilabel = task.prediction_type == "multilabel"
     for split in ("train", "valid"):
@@ -168,30 +179,37 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
     train_audio, train_targets = data["train"]
 
     backbone = build_backbone(cfg.backbone).to(device)
-    model = HearModel(backbone)
     head = make_head(cfg, backbone.embedding_size, len(task.vocabulary)).to(device)
+    net = nn.Sequential(backbone, head)  # what trains; the checkpoint keeps only the backbone
+    if ranks.world > 1:
+        net = nn.parallel.DistributedDataParallel(net)
+    step_fn = torch.compile(net) if cfg.compile else net
     loss_fn = make_loss(cfg.loss, cfg.method, multilabel, cfg.temperature)
-    # a fresh sampler per epoch, seeded by the epoch, so a resumed run sees the same batches
     sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed)
-    params = [p for p in (*backbone.parameters(), *head.parameters()) if p.requires_grad]
+    params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_total = cfg.epochs * len(sampler)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps_total))
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    log = RunLog(out, ["loss", "lr", "clips_per_s"], ["loss", "valid_knn", "seconds"])
+    steps_per_epoch = max(1, len(sampler) // cfg.accumulate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps_per_epoch)
+    scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + ranks.rank)
+    model = HearModel(backbone)
+    log = RunLog(out, ["loss", "lr", "clips_per_s"], ["loss", "valid_knn", "seconds"]) \
+        if ranks.main else None
 
     start_epoch, best, best_epoch = 1, -1.0, 0
     state_file = out / "state.pt"
-    if state_file.exists():  # resume after a kill
+    if state_file.exists():  # resume after a kill: every rank from the same state
         state = torch.load(state_file, map_location=device, weights_only=False)
         backbone.load_state_dict(state["backbone"])
         head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        gen.set_state(state["generator"].cpu() if device == "cpu" else state["generator"])
+        generators = state["generators"]  # one per rank of the killed run
+        gen.set_state(generators[ranks.rank % len(generators)].to(gen.get_state().device))
         start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
-        log.resume_after(state["epoch"])
-    else:
+        if log:
+            log.resume_after(state["epoch"])
+    elif ranks.main:
         best = score(backbone, model, data, multilabel)
         log.resume_after(-1)
         log.epoch(0, loss="", valid_knn=best, seconds=0.0)
@@ -199,40 +217,74 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
 
     t_start = time.time()
     for epoch in range(start_epoch, cfg.epochs + 1):
-        backbone.train()
-        head.train()
+        net.train()
         sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed + epoch)
         t0, losses = time.time(), []
-        bar = tqdm(sampler, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch")
-        for i, idx in enumerate(bar):
+        bar = tqdm(sampler, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
+                   disable=not ranks.main)
+        for i, batch in enumerate(bar):
+            idx = ranks.share(batch)
             x, y = train_audio[idx], train_targets[idx]
             views = torch.cat([random_view(x, cfg.augment, gen), random_view(x, cfg.augment, gen)])
-            z = head(backbone(views))
-            loss = loss_fn(z, torch.cat([y, y]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            with torch.autocast(device.split(":")[0], dtype=amp, enabled=amp is not None):
+                z = step_fn(views)
+            z = distributed.gather(z.float(), ranks)  # the loss sees the global batch
+            loss = loss_fn(z, distributed.gather(torch.cat([y, y]), ranks))
+            scaler.scale(loss / cfg.accumulate).backward()
+            if (i + 1) % cfg.accumulate == 0:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                schedule.step()
             losses.append(loss.item())
-            clips_per_s = (i + 1) * len(idx) * 2 / (time.time() - t0)
+            clips_per_s = (i + 1) * len(batch) * 2 / (time.time() - t0)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", clips_s=f"{clips_per_s:.0f}")
-            log.step(epoch, (epoch - 1) * len(sampler) + i, loss=losses[-1],
-                     lr=schedule.get_last_lr()[0], clips_per_s=clips_per_s)
-        valid = score(backbone, model, data, multilabel)
-        log.epoch(epoch, loss=float(np.mean(losses)), valid_knn=valid,
-                  seconds=time.time() - t0)
-        tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  valid kNN {valid:.4f}")
-        if valid > best:
-            best, best_epoch = valid, epoch
-            save_checkpoint(out / "best.pt", backbone, _meta(cfg, task, epoch, valid, head))
-        with atomic_path(state_file) as tmp:
-            torch.save({"backbone": backbone.state_dict(), "head": head.state_dict(),
-                        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                        "generator": gen.get_state(), "epoch": epoch, "best": best,
-                        "best_epoch": best_epoch}, tmp)
-    write_json(out / "done.json", {"best_epoch": best_epoch, "best_valid_knn": best,
-                                   "seconds": time.time() - t_start})
+            if log:
+                log.step(epoch, (epoch - 1) * len(sampler) + i, loss=losses[-1],
+                         lr=schedule.get_last_lr()[0], clips_per_s=clips_per_s)
+        optimizer.zero_grad(set_to_none=True)  # a partial accumulation does not carry over
+        generators = gather_generators(gen, ranks)
+        if ranks.main:
+            valid = score(backbone, model, data, multilabel)
+            log.epoch(epoch, loss=float(np.mean(losses)), valid_knn=valid,
+                      seconds=time.time() - t0)
+            tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  valid kNN {valid:.4f}")
+            if valid > best:
+                best, best_epoch = valid, epoch
+                save_checkpoint(out / "best.pt", backbone, _meta(cfg, task, epoch, valid, head))
+            with atomic_path(state_file) as tmp:
+                torch.save({"backbone": backbone.state_dict(), "head": head.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "schedule": schedule.state_dict(), "generators": generators,
+                            "epoch": epoch, "best": best, "best_epoch": best_epoch}, tmp)
+        distributed.barrier(ranks)
+    if ranks.main:
+        write_json(out / "done.json", {"best_epoch": best_epoch, "best_valid_knn": best,
+                                       "seconds": time.time() - t_start,
+                                       "processes": ranks.world})
+    distributed.barrier(ranks)
     return out / "best.pt"
+
+
+def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
+    """The autocast dtype for --precision; mixed precision is a CUDA feature here."""
+    if precision == "fp32":
+        return None
+    if precision not in ("bf16", "fp16"):
+        raise UserError(f"--precision {precision!r}: choose from fp32, bf16, fp16")
+    if not device.startswith("cuda"):
+        raise UserError(f"--precision {precision} needs a CUDA device (this run is on {device})")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def gather_generators(gen: torch.Generator, ranks: distributed.Ranks) -> list[Tensor]:
+    """Every rank's view-generator state, so a resumed run draws the same views on each rank."""
+    state = gen.get_state()
+    if ranks.world == 1:
+        return [state]
+    parts = [torch.empty_like(state) for _ in range(ranks.world)]
+    torch.distributed.all_gather_object(parts, state)
+    return [p.cpu() for p in parts]
 
 
 def _meta(cfg: TuneConfig, task: Task, epoch: int, valid: float, head: nn.Module) -> dict:
