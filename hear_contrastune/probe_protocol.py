@@ -1,0 +1,194 @@
+"""What the probes share with heareval's evaluator: fold roles, checked splits, scores, aggregation.
+
+Matching heareval here is what makes a probe's numbers comparable with HEAR's: the same
+train/valid/test roles per fold, heareval's own score functions called on the same
+(score matrix, multi-hot target) pair, and its mean/std over folds. heareval.score imports
+pandas, scikit-learn, scipy, sed_eval and dcase_util (about a second), so it is imported only
+when scores are built.
+"""
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from hear_contrastune.embedding_files import EmbeddedTask, read_split
+from hear_contrastune.errors import UserError
+
+KFOLD_MODES = ("new_split_kfold", "presplit_kfold")
+SPLIT_MODES = ("trainvaltest", *KFOLD_MODES)
+PREDICTION_TYPES = ("multiclass", "multilabel")
+
+Roles = dict[str, list[str]]  # {"train": [...], "valid": [...], "test": [...]}
+Split = tuple[np.ndarray, list[list[str]]]
+
+
+def fold_roles(task: EmbeddedTask) -> list[Roles]:
+    """heareval's data splits for the task, in heareval's order.
+
+    trainvaltest: one split, train/valid/test by name. k-fold: folds sorted by name; fold i is
+    the test set, fold i+1 (wrapping) the validation set, the others train
+    (heareval.predictions.task_predictions.get_splits_from_metadata).
+    """
+    meta_file = task.path / "task_metadata.json"
+    mode = task.metadata.get("split_mode")
+    if mode == "trainvaltest":
+        missing = [s for s in ("train", "valid", "test") if s not in task.splits]
+        if missing:
+            raise UserError(f"{meta_file}: split_mode trainvaltest but no {missing[0]!r} split")
+        return [{"train": ["train"], "valid": ["valid"], "test": ["test"]}]
+    if mode in KFOLD_MODES:
+        folds = sorted(str(s) for s in task.splits)
+        if len(set(folds)) != len(folds):
+            raise UserError(f"{meta_file}: fold names in 'splits' are not unique")
+        if len(folds) < 3:
+            raise UserError(f"{meta_file}: {mode} with {len(folds)} folds; needs at least 3 "
+                            "(one to test, one to validate, the rest to train)")
+        roles = []
+        for i, test in enumerate(folds):
+            valid = folds[(i + 1) % len(folds)]
+            train = [f for f in folds if f not in (test, valid)]
+            roles.append({"train": train, "valid": [valid], "test": [test]})
+        return roles
+    raise UserError(f"{meta_file}: split_mode {mode!r}: expected one of {', '.join(SPLIT_MODES)}")
+
+
+def check_prediction_type(task: EmbeddedTask) -> None:
+    """Only scene multiclass/multilabel tasks have score matrices to probe."""
+    kind = task.metadata["prediction_type"]
+    if kind not in PREDICTION_TYPES:
+        raise UserError(f"{task.path / 'task_metadata.json'}: prediction_type {kind!r}: "
+                        f"expected one of {', '.join(PREDICTION_TYPES)}")
+
+
+def read_checked_split(task: EmbeddedTask, split: str, dim: int | None = None) -> Split:
+    """read_split plus what a probe needs on top: clips, the same width as other splits, and
+    exactly one label per clip for multiclass (heareval would die on an assert mid-training)."""
+    x, labels = read_split(task, split)
+    if len(x) == 0:
+        raise UserError(f"{task.path / f'{split}.embedding-dimensions.json'}: split has no clips")
+    if dim is not None and x.shape[1] != dim:
+        raise UserError(f"{task.path / f'{split}.embedding-dimensions.json'}: "
+                        f"{x.shape[1]} dimensions, but other splits have {dim}")
+    if not task.multilabel:
+        bad = [i for i, row in enumerate(labels) if len(row) != 1]
+        if bad:
+            raise UserError(
+                f"{task.path / f'{split}.target-labels.pkl'}: {len(bad)} of {len(labels)} "
+                f"clips (first: row {bad[0]}, {len(labels[bad[0]])} labels) do not have exactly "
+                "one label, but the task is multiclass"
+            )
+    return x, labels
+
+
+def split_names(roles: list[Roles]) -> list[str]:
+    """Every split the roles use, once each, in order of first use."""
+    return list(dict.fromkeys(
+        split for role in roles for key in ("train", "valid", "test") for split in role[key]
+    ))
+
+
+def read_task_splits(task: EmbeddedTask, roles: list[Roles]) -> dict[str, Split]:
+    """Every split the roles use, read once and checked against each other."""
+    splits: dict[str, Split] = {}
+    dim = None
+    for name in split_names(roles):
+        splits[name] = read_checked_split(task, name, dim)
+        dim = splits[name][0].shape[1]
+    return splits
+
+
+def check_task(task: EmbeddedTask) -> tuple[list[Roles], int]:
+    """Fail early, with one line, on anything that would break heareval's predictor midway.
+
+    Returns the roles and the embedding width. Reads one split at a time, so at most one split
+    is held in memory.
+    """
+    check_prediction_type(task)
+    roles = fold_roles(task)
+    dim = None
+    for name in split_names(roles):
+        dim = read_checked_split(task, name, dim)[0].shape[1]
+    assert dim is not None  # fold_roles always names at least three splits
+    return roles, dim
+
+
+def label_matrix(labels: list[list[str]], vocabulary: list[str]) -> np.ndarray:
+    """Multi-hot float32 [n, n_labels] in vocabulary order: heareval's target format."""
+    index = {label: i for i, label in enumerate(vocabulary)}
+    y = np.zeros((len(labels), len(vocabulary)), dtype=np.float32)
+    for row, clip_labels in enumerate(labels):
+        y[row, [index[label] for label in clip_labels]] = 1.0
+    return y
+
+
+def score_functions(task: EmbeddedTask) -> list[Any]:
+    """heareval's own score objects for metadata["evaluation"]; the first is the primary."""
+    meta_file = task.path / "task_metadata.json"
+    names = task.metadata.get("evaluation")
+    if not isinstance(names, list) or not names:
+        raise UserError(f"{meta_file}: 'evaluation' must be a non-empty list of score names")
+    with warnings.catch_warnings():  # dcase_util's pkg_resources deprecation, on import only
+        warnings.simplefilter("ignore")
+        from heareval.score import SoundEventScore, available_scores
+    label_to_idx = {label: i for i, label in enumerate(task.vocabulary)}
+    scores = []
+    for name in names:
+        if name not in available_scores:
+            raise UserError(f"{meta_file}: unknown score {name!r} in 'evaluation' "
+                            f"(heareval has {', '.join(available_scores)})")
+        score = available_scores[name](label_to_idx=label_to_idx)
+        if isinstance(score, SoundEventScore):
+            raise UserError(f"{meta_file}: score {name!r} is for event embeddings, "
+                            "not scene embeddings")
+        scores.append(score)
+    return scores
+
+
+def _value(ret: Any) -> float:
+    """A score's headline value: heareval takes the first entry of a tuple-returning score."""
+    return float(ret[0][1]) if isinstance(ret, tuple) else float(ret)
+
+
+def primary_score(scores: list[Any], predictions: np.ndarray, targets: np.ndarray) -> float:
+    """The value heareval selects models by (its "val_score")."""
+    return _value(scores[0](predictions, targets))
+
+
+def score_all(
+    scores: list[Any], predictions: np.ndarray, targets: np.ndarray, prefix: str = "test"
+) -> dict[str, float]:
+    """Every score, named as heareval's log_scores names them: `<prefix>_score` is the primary,
+    `<prefix>_<name>` each score, `<prefix>_<name>_<sub>` each entry of a tuple score."""
+    named: dict[str, float] = {}
+    for score in scores:
+        ret = score(predictions, targets)
+        named[f"{prefix}_{score}"] = _value(ret)
+        if isinstance(ret, tuple):
+            named.update({f"{prefix}_{score}_{sub}": float(v) for sub, v in ret})
+    return {f"{prefix}_score": named[f"{prefix}_{scores[0]}"], **named}
+
+
+def aggregate_folds(fold_results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """heareval's aggregate_test_results without pandas: for every numeric entry, the mean and
+    the sample standard deviation (ddof=1) over folds, NaN skipped as pandas skips it."""
+    keys = dict.fromkeys(
+        key
+        for result in fold_results.values()
+        for key, value in result.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    )
+    aggregated: dict[str, float] = {}
+    for key in keys:
+        values = [float(r[key]) for r in fold_results.values() if key in r]
+        values = [v for v in values if not math.isnan(v)]
+        mean = math.fsum(values) / len(values) if values else math.nan
+        std = (
+            math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            if len(values) > 1
+            else math.nan
+        )
+        aggregated[f"{key}_mean"] = mean
+        aggregated[f"{key}_std"] = std
+    return aggregated
