@@ -4,9 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: a C compiler and Python headers to build webrtcvad (Resemblyzer imports it).
-if ! command -v gcc >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq build-essential python3-dev
+# Debian packages: a C compiler and Python headers to build webrtcvad (Resemblyzer imports it),
+# and espeak-ng, whose voices the espeak-word task renders.
+need=()
+command -v gcc >/dev/null 2>&1 || need+=(build-essential python3-dev)
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
