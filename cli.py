@@ -69,10 +69,12 @@ def tasks_build(names: tuple[str, ...], build_all: bool, out: Path, size: str, s
 @main.command()
 def backbones() -> None:
     """List the backbones available here."""
-    from hear_contrastune.backbones import BACKBONES
+    from hear_contrastune.backbones import BACKBONES, PREFIXES
 
     for name, (_, description) in BACKBONES.items():
-        click.echo(f"{name:14s} {description}")
+        click.echo(f"{name:26s} {description}")
+    for _, usage, description in PREFIXES.values():
+        click.echo(f"{usage:26s} {description}")
 
 
 def training_options(fn):
@@ -91,6 +93,10 @@ def training_options(fn):
                      type=click.FloatRange(min=0, min_open=True)),
         click.option("--weight-decay", default=1e-4, show_default=True,
                      type=click.FloatRange(min=0)),
+        click.option("--backbone-lr-scale", default=1.0, show_default=True,
+                     type=click.FloatRange(min=0),
+                     help="Learning-rate multiplier for the pretrained backbone weights "
+                          "(the head and new layers get --lr)."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--accumulate", default=1, show_default=True, type=click.IntRange(min=1),
                      help="Batches per optimiser step (a larger effective batch on one device; "

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from hear_contrastune.atomic import atomic_path
-from hear_contrastune.backbones import BACKBONES, Backbone, build_backbone
+from hear_contrastune.backbones import BACKBONES, Backbone, build_backbone, is_backbone_spec
 from hear_contrastune.errors import UserError
 
 FORMAT = "hear-contrastune/1"
@@ -43,7 +43,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load_backbone(model: str | os.PathLike[str]) -> tuple[Backbone, dict[str, Any]]:
     """A backbone from a checkpoint file, or the untuned pretrained one from a backbone name."""
-    if str(model) in BACKBONES and not Path(model).is_file():
+    if is_backbone_spec(str(model)) and not Path(model).is_file():
         return build_backbone(str(model)), {"tuned": False}
     ckpt = read_checkpoint(model)
     backbone = build_backbone(ckpt["backbone"])

@@ -8,13 +8,14 @@ complete one is skipped, so a killed run resumes.
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from hear_contrastune.atomic import atomic_dir, write_json
-from hear_contrastune.backbones import BACKBONES
+from hear_contrastune.backbones import is_backbone_spec
 from hear_contrastune.embedding_files import copy_task_files, write_split
 from hear_contrastune.errors import UserError
 from hear_contrastune.hear_api import HearModel, get_scene_embeddings, load_model
@@ -25,8 +26,8 @@ MODEL_FILE = "embedding-model.json"
 
 def model_name(model: str | os.PathLike[str]) -> str:
     """A folder name for a model: the backbone name, or the run folder of a checkpoint."""
-    if str(model) in BACKBONES:
-        return str(model)
+    if is_backbone_spec(str(model)):  # hf:/path?x=1 -> hf-path-x-1: a safe folder name
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", str(model)).strip("-")
     path = Path(model)
     return path.parent.name if path.name == "best.pt" else path.stem
 

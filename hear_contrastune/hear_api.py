@@ -23,7 +23,7 @@ class HearModel(nn.Module):
         self.meta = meta or {}
         self.sample_rate = backbone.sample_rate
         self.scene_embedding_size = backbone.embedding_size
-        self.timestamp_embedding_size = backbone.embedding_size
+        self.timestamp_embedding_size = backbone.frame_embedding_size
 
 
 def load_model(model_file_path: str | os.PathLike[str] = DEFAULT_BACKBONE) -> HearModel:

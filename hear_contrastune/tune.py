@@ -57,6 +57,7 @@ class TuneConfig:
     m_per_class: int = 4
     lr: float = 1e-4
     weight_decay: float = 1e-4
+    backbone_lr_scale: float = 1.0  # pretrained weights' lr = lr * this
     temperature: float = 0.1
     loss: str = "auto"
     proj_dim: int = 128
@@ -179,6 +180,7 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
     train_audio, train_targets = data["train"]
 
     backbone = build_backbone(cfg.backbone).to(device)
+    backbone.check_trainable()
     head = make_head(cfg, backbone.embedding_size, len(task.vocabulary)).to(device)
     net = nn.Sequential(backbone, head)  # what trains; the checkpoint keeps only the backbone
     if ranks.world > 1:
@@ -186,8 +188,11 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
     step_fn = torch.compile(net) if cfg.compile else net
     loss_fn = make_loss(cfg.loss, cfg.method, multilabel, cfg.temperature)
     sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed)
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = backbone.param_groups()  # pretrained weights may learn slower than new ones
+    for group in groups:
+        group["lr"] = cfg.lr * (cfg.backbone_lr_scale if group["name"] == "pretrained" else 1)
+    groups.append({"name": "head", "params": list(head.parameters()), "lr": cfg.lr})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(sampler) // cfg.accumulate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(enabled=amp == torch.float16)

@@ -8,6 +8,7 @@ unmodified validator check the PyTorch path. Usage:
     python -m hear_contrastune.validate [--model CHECKPOINT_OR_BACKBONE] [--device cpu]
 """
 
+import importlib.machinery
 import subprocess
 import sys
 import types
@@ -22,6 +23,9 @@ def validate(model: str, device: str = "cpu") -> subprocess.CompletedProcess:
 def main() -> None:
     placeholder = types.ModuleType("tensorflow")
     placeholder.Module = type("Module", (), {})  # nothing we pass is a TensorFlow module
+    # a spec without origin: importlib.util.find_spec("tensorflow") (torch._dynamo asks, when
+    # transformers imports it) must not fail on a module that has none
+    placeholder.__spec__ = importlib.machinery.ModuleSpec("tensorflow", None)
     sys.modules.setdefault("tensorflow", placeholder)
     from hearvalidator.validate import main as validator_main
 
