@@ -1,9 +1,12 @@
 """Label-preserving random views of a batch of clips, made on the batch's own device.
 
-SupCon needs two views per clip whose differences the encoder should learn to ignore: a random
-crop (position), a gain change (loudness), additive white noise at a random SNR (recording
-noise, via torchaudio's `add_noise`) and a zeroed time span (occlusion). Every clip in the batch
-gets its own random draw; a seeded generator makes the views reproducible.
+SupCon needs two views per clip whose differences the encoder should learn to ignore: a speed
+change (pitch and tempo together, by up to ~2 semitones, via torchaudio's `resample`; one draw
+per view of the batch, since resampling rates are per call), a random crop (position), a gain
+change (loudness), additive white noise at a random SNR (recording noise, via torchaudio's
+`add_noise`) and a zeroed time span (occlusion). Every clip in the batch gets its own draw of
+the rest; a seeded generator makes the views reproducible. The speed change matters when test
+clips sit at pitches training never had: it teaches the encoder that timbre survives a shift.
 """
 
 from dataclasses import dataclass
@@ -12,11 +15,15 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+SAMPLE_RATE = 16000
+RATE_STEP = 400
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Ranges of the random view; the defaults suit 1-4 s clips of music or speech."""
 
+    speed: float = 0.1  # +/- relative resampling (0.1: about 1.7 semitones); 0 turns it off
     crop: float = 0.8  # fraction of the clip each view keeps
     gain_db: float = 6.0  # +/- range
     snr_db: tuple[float, float] = (10.0, 40.0)
@@ -32,6 +39,14 @@ def random_view(audio: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tens
     batch, samples = audio.shape
     device = audio.device
     length = max(1, int(samples * cfg.crop))
+    if cfg.speed > 0:
+        # rates on a 400 Hz grid keep resample's polyphase kernels small
+        steps = int(SAMPLE_RATE * cfg.speed / RATE_STEP)
+        rate = SAMPLE_RATE + RATE_STEP * int(torch.randint(-steps, steps + 1, (1,), generator=gen,
+                                                           device=device))
+        audio = AF.resample(audio, SAMPLE_RATE, rate)
+        samples = audio.shape[1]
+        length = min(length, samples)
     starts = (torch.rand(batch, generator=gen, device=device) * (samples - length + 1)).long()
     view = audio.gather(1, starts[:, None] + torch.arange(length, device=device))
     gain = 10 ** (_uniform(batch, -cfg.gain_db, cfg.gain_db, gen, device) / 20)
