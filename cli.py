@@ -97,6 +97,8 @@ def training_options(fn):
                      type=click.FloatRange(min=0),
                      help="Learning-rate multiplier for the pretrained backbone weights "
                           "(the head and new layers get --lr)."),
+        click.option("--grad-clip", default=1.0, show_default=True,
+                     type=click.FloatRange(min=0), help="Max gradient norm (0: no clipping)."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--accumulate", default=1, show_default=True, type=click.IntRange(min=1),
                      help="Batches per optimiser step (a larger effective batch on one device; "

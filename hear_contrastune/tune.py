@@ -58,6 +58,7 @@ class TuneConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-4
     backbone_lr_scale: float = 1.0  # pretrained weights' lr = lr * this
+    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     temperature: float = 0.1
     loss: str = "auto"
     proj_dim: int = 128
@@ -237,6 +238,9 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
             loss = loss_fn(z, distributed.gather(torch.cat([y, y]), ranks))
             scaler.scale(loss / cfg.accumulate).backward()
             if (i + 1) % cfg.accumulate == 0:
+                if cfg.grad_clip > 0:  # recurrent backbones blow up without it
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
