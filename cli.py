@@ -240,17 +240,24 @@ def linear_probe(emb_task_dirs: tuple[Path, ...], grid: str, force: bool, as_jso
               help="heareval's hyperparameter grid for the HEAR and linear probes.")
 @click.option("--probes", default="hear,linear,knn", show_default=True,
               help="Comma-separated subset of hear, linear, knn.")
+@click.option("--methods", default="frozen,finetune,contrastive", show_default=True,
+              help="Comma-separated subset of frozen, finetune, contrastive.")
 @click.option("--device", default=None)
-def compare(tasks_dir: Path, out: Path, probes: str, device: str | None, **options) -> None:
+def compare(tasks_dir: Path, out: Path, probes: str, methods: str, device: str | None,
+            **options) -> None:
     """Frozen vs vanilla fine-tuning vs contrastive tuning under every probe, with a report."""
-    from hear_contrastune.compare import PROBES, CompareConfig, summary_table
+    from hear_contrastune.compare import METHODS, PROBES, CompareConfig, summary_table
     from hear_contrastune.compare import compare as run_compare
 
-    chosen = tuple(p.strip() for p in probes.split(",") if p.strip())
-    if not chosen or set(chosen) - set(PROBES):
-        raise UserError(f"--probes {probes!r}: choose from {', '.join(PROBES)}")
-    records = run_compare(CompareConfig(tasks_dir=tasks_dir, probes=chosen, **options), out,
-                          device)
+    def subset(option: str, value: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+        if not chosen or set(chosen) - set(allowed):
+            raise UserError(f"--{option} {value!r}: choose from {', '.join(allowed)}")
+        return chosen
+
+    cfg = CompareConfig(tasks_dir=tasks_dir, probes=subset("probes", probes, PROBES),
+                        methods=subset("methods", methods, METHODS), **options)
+    records = run_compare(cfg, out, device)
     click.echo(summary_table(records))
 
 

@@ -52,6 +52,7 @@ class CompareConfig:
     lr: float = 1e-4
     grid: str = "default"  # heareval's grid, for the HEAR and linear probes
     probes: tuple[str, ...] = PROBES
+    methods: tuple[str, ...] = METHODS
 
 
 def head_score(model_file: Path, emb_task_dir: Path) -> dict[str, float]:
@@ -84,7 +85,7 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None) -> list[di
         task = load_task(task_dir)
         metric = task.metadata["evaluation"][0]
         kfold = task.metadata["split_mode"] != "trainvaltest"
-        for method in METHODS:
+        for method in cfg.methods:
             if method != "frozen" and kfold:
                 click.echo(f"{task.name}: k-fold task, probing the frozen encoder only")
                 continue
