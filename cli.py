@@ -162,6 +162,27 @@ def embed(model: str, tasks_dir: Path, out: Path, name: str | None, device: str 
         click.echo(str(d))
 
 
+@tasks.command("import")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--out", default="tasks", show_default=True, type=click.Path(path_type=Path),
+              help="Tasks folder; the task goes to OUT/<name>.")
+@click.option("--name", default=None, help="Task name (default: from SOURCE).")
+@click.option("--duration", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Clip length in seconds (default: the median length, to 0.1 s).")
+@click.option("--split", default="trainvaltest", show_default=True,
+              type=click.Choice(["trainvaltest", "kfold"]))
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(min=3))
+@click.option("--valid-fraction", default=0.15, show_default=True, type=float)
+@click.option("--test-fraction", default=0.15, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+def tasks_import(source: Path, out: Path, **options) -> None:
+    """Make a HEAR task from your own audio: SOURCE is a folder with one subfolder per class,
+    or a CSV of `path,labels` (labels separated by ';'; several on a row -> multilabel)."""
+    from eval_tasks.importer import import_task
+
+    click.echo(str(import_task(source, out, **options)))
+
+
 @tasks.command("check")
 @click.argument("task_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 def tasks_check(task_dirs: tuple[Path, ...]) -> None:

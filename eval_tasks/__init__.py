@@ -1,15 +1,24 @@
-"""Offline HEAR tasks rendered from the General-MIDI soundfont that ships with pretty_midi.
+"""Offline HEAR tasks: notes from the General-MIDI soundfont that ships with pretty_midi, and
+words spoken by espeak-ng; plus `importer`, which turns a user's own labelled audio into one.
 
 Each builder plans its clips from a seed (numpy's PCG64 only), renders them with tinysoundfont
-and writes hearpreprocess's layout, so the same (task, size, seed) gives byte-identical files
-(on the same tinysoundfont build: its float arithmetic is not promised across platforms).
+or espeak-ng and writes hearpreprocess's layout, so the same (task, size, seed) gives
+byte-identical files (on the same tinysoundfont / espeak-ng build: neither promises identical
+output across versions or platforms).
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval_tasks import gm, gm_family_kfold, gm_family_mix, gm_pitch, gm_program
+from eval_tasks import (
+    espeak_word,
+    gm,
+    gm_family_kfold,
+    gm_family_mix,
+    gm_pitch,
+    gm_program,
+)
 from eval_tasks.layout import TaskPlan, is_complete, write_task
 from hear_contrastune.errors import UserError
 
@@ -25,7 +34,7 @@ class TaskBuilder:
 
 TASKS: dict[str, TaskBuilder] = {
     m.NAME: TaskBuilder(m.NAME, m.DESCRIPTION, m.plan)
-    for m in (gm_program, gm_family_mix, gm_pitch, gm_family_kfold)
+    for m in (gm_program, gm_family_mix, gm_pitch, gm_family_kfold, espeak_word)
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from eval_tasks import gm
 from eval_tasks.layout import Clip, TaskPlan, task_metadata
+from eval_tasks.splits import deal_round_robin
 
 NAME = "gm-family-5fold"
 DESCRIPTION = "GM family of a 1 s note (15 classes), 5 folds grouped by instrument"
@@ -31,14 +32,10 @@ def deal_folds(programs: list[int], rng: np.random.Generator) -> dict[str, list[
     by_family: dict[str, list[int]] = {}
     for p in sorted(programs):
         by_family.setdefault(gm.family(p), []).append(p)
-    folds: dict[str, list[int]] = {f: [] for f in FOLDS}
-    i = 0
     for family, members in by_family.items():
         if len(members) < NFOLDS:
             raise ValueError(f"{family}: {len(members)} programs, need {NFOLDS} for the folds")
-        for p in rng.permutation(members).tolist():
-            folds[FOLDS[i % NFOLDS]].append(int(p))
-            i += 1
+    folds = deal_round_robin(list(by_family.values()), FOLDS, rng)
     return {f: sorted(ps) for f, ps in folds.items()}
 
 

@@ -9,13 +9,25 @@ The whole task is written in a temporary folder beside its final path and rename
 at the end, so a killed build leaves nothing that looks like a task. A folder already there is
 kept only if its metadata (which records size, seed and builder version) is exactly what the
 build would write and every clip it lists exists; anything else is rebuilt.
+
+What a clip sounds like is up to the plan's renderer: the soundfont by default, espeak-ng for
+espeak-word, the user's own files for `importer`. The layout, validation and atomic write are
+the same for all of them.
 """
 
 import json
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import soundfile as sf
+import torch
+import torchaudio
 from tqdm.auto import tqdm
 
 from eval_tasks.soundfont import SAMPLE_RATE, Note, Renderer
@@ -23,30 +35,73 @@ from hear_contrastune.atomic import atomic_dir
 
 # Characters that would need CSV quoting, which heareval's `idx,label` readers do not expect.
 FORBIDDEN_LABEL_CHARS = ',"\n\r'
+# Clips handed to the render threads at a time, so finished audio never piles up in memory.
+RENDER_CHUNK = 64
+# Threads for renderers that wait on a subprocess or a decoder (espeak-ng, imported files).
+RENDER_THREADS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
 class Clip:
-    """One clip to render: where it goes, its labels, its notes and its peak level (dBFS)."""
+    """One clip to render: where it goes, its labels, what its renderer plays (soundfont
+    `Note`s; for other renderers their own description, e.g. one espeak utterance or one
+    source file) and its peak level in dBFS (None: the renderer keeps the source's level)."""
 
     split: str
     filename: str
     labels: tuple[str, ...]
-    notes: tuple[Note, ...]
-    peak_db: float
+    notes: tuple[Any, ...]
+    peak_db: float | None
+
+
+# Renders one clip to mono float32 at SAMPLE_RATE, exactly `num_samples` long.
+ClipRenderer = Callable[[Clip, int], np.ndarray]
+
+
+def soundfont_renderer() -> ClipRenderer:
+    """The default: each clip's `Note`s through one tinysoundfont synth."""
+    renderer = Renderer(SAMPLE_RATE)
+
+    def render(clip: Clip, num_samples: int) -> np.ndarray:
+        notes: tuple[Note, ...] = clip.notes
+        if clip.peak_db is None:
+            raise ValueError(f"{clip.filename}: soundfont clips need a peak level")
+        return renderer.clip(notes, num_samples, clip.peak_db)
+
+    return render
 
 
 @dataclass(frozen=True)
 class TaskPlan:
-    """Everything a build writes, decided before any audio is rendered."""
+    """Everything a build writes, decided before any audio is rendered. `renderer` is called
+    once per build (so a missing tool fails before anything is written) and returns the
+    function that turns each clip into audio."""
 
     metadata: dict
     vocabulary: list[str]
     clips: list[Clip]
+    renderer: Callable[[], ClipRenderer] = soundfont_renderer
+    render_threads: int = 1  # > 1 only for renderers that are thread-safe (not the soundfont)
+    extra_files: tuple[tuple[str, str], ...] = ()  # (name, text) written beside the metadata
 
     @property
     def name(self) -> str:
         return str(self.metadata["task_name"])
+
+
+@lru_cache(maxsize=16)
+def _resampler(orig_rate: int) -> torchaudio.transforms.Resample:
+    return torchaudio.transforms.Resample(orig_rate, SAMPLE_RATE)
+
+
+def to_task_rate(audio: np.ndarray, orig_rate: int) -> np.ndarray:
+    """Mono float32 audio resampled to SAMPLE_RATE with torchaudio's windowed sinc (the
+    filter is built once per source rate: building it costs more than applying it)."""
+    if orig_rate == SAMPLE_RATE:
+        return np.asarray(audio, dtype=np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    with torch.no_grad():
+        return _resampler(orig_rate)(x).numpy()
 
 
 def task_metadata(
@@ -136,18 +191,39 @@ def is_complete(task_dir: Path, plan: TaskPlan) -> bool:
     return True
 
 
+def _rendered(
+    plan: TaskPlan, render: ClipRenderer, num_samples: int
+) -> Iterator[tuple[Clip, np.ndarray]]:
+    """(clip, audio) in plan order, rendered `plan.render_threads` at a time."""
+    if plan.render_threads <= 1:
+        for c in plan.clips:
+            yield c, render(c, num_samples)
+        return
+    with ThreadPoolExecutor(plan.render_threads) as pool:
+        for i in range(0, len(plan.clips), RENDER_CHUNK):
+            chunk = plan.clips[i : i + RENDER_CHUNK]
+            yield from zip(chunk, pool.map(lambda c: render(c, num_samples), chunk), strict=True)
+
+
 def write_task(task_dir: Path, plan: TaskPlan) -> Path:
     """Render every clip and write the task at `task_dir`, replacing whatever was there."""
     _validate(plan)
     num_samples = round(plan.metadata["sample_duration"] * SAMPLE_RATE)
-    renderer = Renderer(SAMPLE_RATE)
+    render = plan.renderer()
     with atomic_dir(task_dir) as tmp:
         for split in plan.metadata["splits"]:
             (tmp / str(SAMPLE_RATE) / split).mkdir(parents=True)
-        for c in tqdm(plan.clips, desc=f"render {plan.name}", unit="clip"):
-            audio = renderer.clip(c.notes, num_samples, c.peak_db)
+        rendered = tqdm(
+            _rendered(plan, render, num_samples),
+            desc=f"render {plan.name}", unit="clip", total=len(plan.clips),
+        )
+        for c, audio in rendered:
+            if audio.shape != (num_samples,):
+                raise ValueError(f"{c.filename}: rendered {audio.shape}, expected {num_samples}")
             path = tmp / str(SAMPLE_RATE) / c.split / c.filename
             sf.write(str(path), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        for name, text in plan.extra_files:
+            (tmp / name).write_text(text)
         rows = "".join(f"{i},{label}\n" for i, label in enumerate(plan.vocabulary))
         (tmp / "labelvocabulary.csv").write_text("idx,label\n" + rows)
         for split, files in split_files(plan).items():

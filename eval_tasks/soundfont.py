@@ -90,9 +90,17 @@ class Renderer:
             if rms == 0.0:
                 raise ValueError(f"{n}: renders silence")
             out[start:] += x / rms * 10 ** (n.gain_db / 20)
-        fade = min(round(FADE_SECONDS * self.sample_rate), num_samples)
-        out[num_samples - fade :] *= np.linspace(1.0, 0.0, fade)
-        peak = float(np.abs(out).max())
-        if peak == 0.0:
-            raise ValueError("clip renders silence")
-        return (out * (10 ** (peak_db / 20) / peak)).astype(np.float32)
+        return finish_clip(out, self.sample_rate, peak_db)
+
+
+def finish_clip(out: np.ndarray, sample_rate: int, peak_db: float) -> np.ndarray:
+    """A rendered float64 clip faded out over its last 10 ms (in place) and peak-normalised to
+    `peak_db` dBFS as float32, so loudness tells nothing about the label. Shared by every
+    synthesised task."""
+    num_samples = len(out)
+    fade = min(round(FADE_SECONDS * sample_rate), num_samples)
+    out[num_samples - fade :] *= np.linspace(1.0, 0.0, fade)
+    peak = float(np.abs(out).max())
+    if peak == 0.0:
+        raise ValueError("clip renders silence")
+    return (out * (10 ** (peak_db / 20) / peak)).astype(np.float32)

@@ -1,5 +1,8 @@
 """The offline task builders: real renders of the `small` sizes, checked for hearpreprocess's
-layout, byte-for-byte determinism, held-out splits, and check_task catching planted faults."""
+layout, byte-for-byte determinism, held-out splits, and check_task catching planted faults.
+
+espeak-word needs the espeak-ng program (scripts/setup.sh installs it); without it, its tests
+skip and the other tasks are still built and checked."""
 
 import json
 import re
@@ -11,7 +14,7 @@ import pytest
 import soundfile as sf
 
 import eval_tasks
-from eval_tasks import gm
+from eval_tasks import espeak, espeak_word, gm
 from eval_tasks.check import check_task
 from eval_tasks.layout import Clip, TaskPlan, is_complete, write_task
 from eval_tasks.soundfont import Note, Renderer
@@ -29,10 +32,21 @@ def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tasks")
 
 
+HAVE_ESPEAK = shutil.which("espeak-ng") is not None
+needs_espeak = pytest.mark.skipif(
+    not HAVE_ESPEAK, reason="espeak-ng not installed (apt-get install -y espeak-ng)"
+)
+
+
 @pytest.fixture(scope="module")
 def small(out_dir: Path) -> dict[str, Path]:
-    """Every registered task, built at size `small` with seed 0."""
-    return {name: eval_tasks.build(name, out_dir, size="small") for name in eval_tasks.TASKS}
+    """Every registered task, built at size `small` with seed 0 (espeak-word only where
+    espeak-ng is installed)."""
+    return {
+        name: eval_tasks.build(name, out_dir, size="small")
+        for name in eval_tasks.TASKS
+        if HAVE_ESPEAK or name != espeak_word.NAME
+    }
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
@@ -326,3 +340,72 @@ def test_heareval_reads_our_tasks(small: dict[str, Path]) -> None:
     octave_up = np.eye(len(vocab))[[label_to_idx["72"], label_to_idx["55"]]]
     assert ChromaAccuracy(label_to_idx=label_to_idx)(octave_up, targets) == 1.0
     assert available_scores["pitch_acc"](label_to_idx=label_to_idx)(octave_up, targets) == 0.0
+
+
+def _variant(filename: str) -> str:
+    return filename.split("_", 1)[0]
+
+
+@needs_espeak
+def test_espeak_word_small_holds_out_voices(small: dict[str, Path]) -> None:
+    task = load_task(small["espeak-word"])
+    assert task.metadata["evaluation"] == ["top1_acc"] and task.prediction_type == "multiclass"
+    assert task.vocabulary == espeak_word.SMALL_WORDS
+    variants = {s: {_variant(f) for f, _ in task.examples(s)} for s in task.splits}
+    assert {s: sorted(v, key=str.lower) for s, v in variants.items()} == task.metadata[
+        "split_variants"
+    ]
+    assert [len(variants[s]) for s in task.splits] == [3, 1, 1]
+    assert variants["test"].isdisjoint(variants["train"] | variants["valid"])
+    assert variants["valid"].isdisjoint(variants["train"])
+    for split in task.splits:
+        examples = task.examples(split)
+        assert len(examples) == len(variants[split]) * len(task.vocabulary)
+        for filename, [label] in examples:
+            assert filename.split("_")[1] == label
+            audio, _ = sf.read(str(task.wav_path(split, filename)), dtype="float32")
+            # The whole word fits: nothing but silence in the final 10 ms fade.
+            assert np.abs(audio[-160:]).max() < 1e-3, filename
+            assert np.abs(audio).max() > 0.2
+
+
+@needs_espeak
+def test_espeak_word_is_deterministic_byte_for_byte(
+    small: dict[str, Path], tmp_path: Path
+) -> None:
+    again = eval_tasks.build("espeak-word", tmp_path / "again", size="small", seed=0)
+    assert _tree_bytes(again) == _tree_bytes(small["espeak-word"])
+    other = eval_tasks.build("espeak-word", tmp_path / "other", size="small", seed=1)
+    assert _tree_bytes(other) != _tree_bytes(again)
+
+
+def test_espeak_word_full_plan_holds_out_voice_families() -> None:
+    """Planned without espeak-ng: 20 words, every variant in exactly one split, families
+    kept whole, about 60/20/20, and accents, speeds and pitches spread over every split."""
+    full = eval_tasks.plan_task("espeak-word", "full")
+    assert full.vocabulary == espeak_word.WORDS and len(full.clips) == 96 * 20 * 2
+    dealt = full.metadata["split_variants"]
+    assert sorted(sum(dealt.values(), []), key=str.lower) == sorted(espeak.VARIANTS, key=str.lower)
+    assert [len(dealt[s]) for s in ("train", "valid", "test")] == [58, 19, 19]
+    families = {s: {espeak.variant_family(v) for v in vs} for s, vs in dealt.items()}
+    assert families["test"].isdisjoint(families["train"] | families["valid"])
+    assert families["valid"].isdisjoint(families["train"])
+    assert espeak.variant_family("robosoft7") == "robosoft" and espeak.variant_family("m3") == "m3"
+    assert espeak.variant_family("anikaRobot") == espeak.variant_family("anika")
+    assert len({c.filename.lower() for c in full.clips}) == len(full.clips)
+    for split in ("train", "valid", "test"):
+        utterances = [c.notes[0] for c in full.clips if c.split == split]
+        assert {u.accent for u in utterances} == set(espeak.ACCENTS)
+        assert min(u.speed for u in utterances) < 145 and max(u.speed for u in utterances) > 195
+        assert min(u.pitch for u in utterances) < 25 and max(u.pitch for u in utterances) > 75
+        assert {u.variant for u in utterances} == set(dealt[split])
+
+
+def test_espeak_word_without_espeak_is_a_one_line_user_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(UserError, match=r"espeak-ng.*apt-get install -y espeak-ng") as e:
+        eval_tasks.build("espeak-word", tmp_path / "out", size="small")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
