@@ -288,10 +288,10 @@ def compare(tasks_dir: Path, out: Path, probes: str, methods: str, device: str |
 @click.option("--task", default="gm-program", show_default=True)
 @click.option("--size", default="full", show_default=True, type=click.Choice(["small", "full"]))
 @click.option("--backbone", default="resemblyzer", show_default=True)
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2))
 @click.option("--m-per-class", default=4, show_default=True, type=click.IntRange(min=2))
-@click.option("--grid", default="default", show_default=True,
+@click.option("--grid", default="fast", show_default=True,
               type=click.Choice(["default", "fast", "faster"]),
               help="heareval's hyperparameter grid for its MLP probe.")
 def quickstart(out: Path, **options) -> None:

@@ -24,8 +24,8 @@ from hear_contrastune.tune import TuneConfig, tune
 
 
 def quickstart(out: Path, task: str = "gm-program", size: str = "full",
-               backbone: str = DEFAULT_BACKBONE, epochs: int = 30, batch_size: int = 64,
-               m_per_class: int = 4, grid: str = "default") -> str:
+               backbone: str = DEFAULT_BACKBONE, epochs: int = 20, batch_size: int = 64,
+               m_per_class: int = 4, grid: str = "fast") -> str:
     """Run every stage and return the results table (also written to OUT/results.md)."""
     t0 = time.time()
     click.echo(f"[1/4] building task {task} ({size}) ...")

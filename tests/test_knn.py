@@ -35,6 +35,32 @@ def test_neighbours_match_sklearn(
     np.testing.assert_allclose(nn.similarities.numpy(), expected, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_pruned_search_matches_sklearn(metric: str) -> None:
+    """Wide enough train sets take the pruned top-k path (blocks of 64 and 32 columns)."""
+    rng = np.random.default_rng(5)
+    train = rng.standard_normal((3100, 12), dtype=np.float32)
+    queries = rng.standard_normal((40, 12), dtype=np.float32)
+    ref = NearestNeighbors(n_neighbors=30, algorithm="brute", metric=metric).fit(
+        train.astype(np.float64))
+    for k in (10, 30):  # 3100 // 64 >= 3 * 11: blocks of 64; 3100 // 32 >= 3 * 31: of 32
+        got = KnnIndex(train, metric).search(queries, k).indices.numpy()
+        np.testing.assert_array_equal(got, ref.kneighbors(queries.astype(np.float64), k)[1])
+
+
+@pytest.mark.parametrize("n", [2112, 3000, 3043])
+def test_pruned_top_k_is_exact(n: int) -> None:
+    """Same values as torch.topk, at real positions, on rows full of repeated values too."""
+    gen = torch.Generator().manual_seed(n)
+    for scores in (torch.randn(17, n, generator=gen),
+                   torch.randint(0, 40, (17, n), generator=gen).float()):  # heavy ties
+        for kk in (2, 11, 22):
+            values, idx = knn._top_k_cpu(scores, kk)
+            assert torch.equal(values, torch.topk(scores, kk, dim=1).values)
+            assert torch.equal(scores.gather(1, idx), values)
+            assert all(len(set(row)) == kk for row in idx.tolist())
+
+
 def test_train_array_is_left_alone_unless_copy_false(data: tuple[np.ndarray, np.ndarray]) -> None:
     train, queries = data
     before = train.copy()
@@ -76,11 +102,15 @@ def test_ties_go_to_the_lower_train_index(gemm: str, monkeypatch: pytest.MonkeyP
         for k in (1, 2, 3, 4, 6):
             got = KnnIndex(train, metric, gemm=gemm).search(query, k).indices[0].tolist()
             assert got[: min(k, 4)] == [2, 3, 5, 7][: min(k, 4)], (metric, k, got)
-    same = np.ones((50, 4), dtype=np.float32)
     monkeypatch.setattr(knn, "TIE_ROWS", 3)
-    for metric in ("cosine", "euclidean"):
-        nn = KnnIndex(same, metric, gemm=gemm).search(same[:9], 7)
-        assert nn.indices.tolist() == [list(range(7))] * 9
+    for n in (50, 2200):  # 2200: through the pruned top-k too
+        same = np.ones((n, 4), dtype=np.float32)
+        for metric in ("cosine", "euclidean"):
+            nn = KnnIndex(same, metric, gemm=gemm).search(same[:9], 7)
+            assert nn.indices.tolist() == [list(range(7))] * 9
+    many = np.repeat(base, 500, axis=0)  # 2500 rows: every base row 500 times, in runs
+    got = KnnIndex(many, "cosine", gemm=gemm).search(query, 6).indices[0].tolist()
+    assert got == list(range(500, 506))
 
 
 def test_zero_vectors_and_k_beyond_train(data: tuple[np.ndarray, np.ndarray]) -> None:

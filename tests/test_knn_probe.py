@@ -201,6 +201,10 @@ def test_file_and_option_errors(tmp_path: Path) -> None:
     write_split(task_dir, "valid", np.zeros((4, 8), np.float32), [["c0"], ["c0", "c1"], [], ["c1"]])
     with pytest.raises(UserError, match=r"valid\.target-labels\.pkl: 2 of 4 clips"):
         run_knn_probe([task_dir])
+    task_dir = fresh("empty")
+    write_split(task_dir, "valid", np.zeros((0, 8), np.float32), [])
+    with pytest.raises(UserError, match=r"valid\.embedding-dimensions\.json: split has no clips"):
+        run_knn_probe([task_dir])
     task_dir = fresh("options")
     meta = json.loads((task_dir / "task_metadata.json").read_text())
     for k_grid, match in (([0], "--k"), ([], "--k"), ([2.5], "--k")):

@@ -77,6 +77,8 @@ def test_kfold_outputs_per_fold_and_aggregate(tmp_path: Path) -> None:
 
 def test_errors_come_before_training(tmp_path: Path) -> None:
     task_dir = _separable(tmp_path / "bad", {"train": 10, "valid": 5, "test": 5})
+    with pytest.raises(UserError, match="not an embeddings directory"):
+        run_linear_probe([tmp_path])
     with pytest.raises(UserError, match="--grid"):
         run_linear_probe([task_dir], grid="huge")
     with pytest.raises(UserError, match="--grid-points"):
