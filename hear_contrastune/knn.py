@@ -15,9 +15,9 @@ forces torch.mm. The op is torch-internal (mkldnn::_linear_pointwise, inductor's
 hence the self-test and the fallback.
 """
 
+import contextlib
 import functools
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,9 +163,9 @@ class KnnIndex:
 
         `copy=False` lets metric "cosine" normalise CPU `queries` in place (saves a copy).
 
-        Per chunk only the GEMM, one top-k (written straight into the result) and a tie check
-        on one column run: on a loaded 2-core machine every extra small parallel op costs a
-        thread wake-up, so whole-result work (tie ordering, distances) runs once at the end.
+        Per chunk of queries: the GEMM on every thread, then the top-k and the boundary-tie
+        check on one thread (see _one_thread); ordering ties inside the lists and turning
+        scores into distances run once, at the end.
         """
         q_all = _as_tensor(queries)
         if q_all.shape[1] != self.dim:
@@ -176,10 +176,13 @@ class KnnIndex:
         # One extra neighbour tells whether the k-th is tied with rows left outside the list.
         kk = min(k + 1, self.n_train)
         n_q = q_all.shape[0]
+        # Everything but the GEMM runs on one CPU thread (see _one_thread).
+        serial = _one_thread if self.device.type == "cpu" else contextlib.nullcontext
         on_device = q_all.to(self.device)
         if self.metric == "cosine":
             fresh = on_device.data_ptr() != q_all.data_ptr()
-            on_device = _unit_rows_(on_device if fresh or not copy else on_device.clone())
+            with serial():
+                on_device = _unit_rows_(on_device if fresh or not copy else on_device.clone())
         q_all = on_device
         values = torch.empty((n_q, kk), device=self.device)
         indices = torch.empty((n_q, kk), dtype=torch.int64, device=self.device)
@@ -188,22 +191,22 @@ class KnnIndex:
         for start in range(0, n_q, self.rows):
             end = min(start + self.rows, n_q)
             out = self._scores(q_all[start:end], buf)
-            if self.device.type == "cpu":
-                values[start:end], indices[start:end] = _top_k_cpu(out, kk)
-            else:
-                torch.topk(out, kk, dim=1, out=(values[start:end], indices[start:end]))
-            if kk > k:
-                tied = (values[start:end, k - 1] == values[start:end, k]).nonzero().flatten()
-                for first in range(0, len(tied), TIE_ROWS):
-                    r = tied[first : first + TIE_ROWS]
-                    cols = _lowest_index_top_k(out[r], values[start + r, k - 1 : k], k)
-                    # cols ascend, so a stable descending sort leaves equal scores by index
-                    vals, order = out[r].gather(1, cols).sort(dim=1, descending=True, stable=True)
-                    indices[start + r, :k] = cols.gather(1, order)
-                    values[start + r, :k] = vals
+            with serial():
+                if self.device.type == "cpu":
+                    values[start:end], indices[start:end] = _top_k_cpu(out, kk)
+                else:
+                    torch.topk(out, kk, dim=1, out=(values[start:end], indices[start:end]))
+                if kk > k:
+                    _settle_boundary_ties(out, values[start:end], indices[start:end], k)
             del out
-        values, indices = values[:, :k], indices[:, :k]
-        # Within a list, equal scores by ascending train index (topk leaves their order open).
+        with serial():
+            return self._finish(values[:, :k], indices[:, :k], q_all)
+
+    def _finish(
+        self, values: torch.Tensor, indices: torch.Tensor, q_all: torch.Tensor
+    ) -> Neighbours:
+        """Order equal scores by ascending train index (topk leaves their order open); turn
+        euclidean scores into minus distances."""
         rows = (values[:, 1:] == values[:, :-1]).any(dim=1).nonzero().flatten()
         if len(rows):
             idx, order = indices[rows].sort(dim=1)
@@ -213,6 +216,21 @@ class KnnIndex:
             q_sq = torch.einsum("qd,qd->q", q_all, q_all).unsqueeze(1)
             values = -(q_sq - 2 * values).clamp_min_(0).sqrt_()
         return Neighbours(indices.contiguous().cpu(), values.contiguous().cpu())
+
+
+def _settle_boundary_ties(
+    scores: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, k: int
+) -> None:
+    """Where the k-th and (k+1)-th scores tie, redo the row's top k on the full row, ties to
+    the lower index (in place in `values`/`indices`, [rows, k + 1])."""
+    tied = (values[:, k - 1] == values[:, k]).nonzero().flatten()
+    for first in range(0, len(tied), TIE_ROWS):
+        r = tied[first : first + TIE_ROWS]
+        cols = _lowest_index_top_k(scores[r], values[r, k - 1 : k], k)
+        # cols ascend, so a stable descending sort leaves equal scores by index
+        vals, order = scores[r].gather(1, cols).sort(dim=1, descending=True, stable=True)
+        indices[r, :k] = cols.gather(1, order)
+        values[r, :k] = vals
 
 
 def _top_k_cpu(scores: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,17 +247,18 @@ def _top_k_cpu(scores: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tenso
     block = next((b for b in PRUNE_BLOCKS if n // b >= PRUNE_MIN_BLOCKS * kk), None)
     if block is None:
         return torch.topk(scores, kk, dim=1)
-    with _one_thread():
-        return _pruned_top_k(scores, kk, block)
+    return _pruned_top_k(scores, kk, block)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
     """Run a burst of small torch ops on one thread.
 
-    The pruned top-k is a dozen ops of 1-8 MB each. With other jobs on the cores, every
-    parallel op waits (spinning) for a descheduled partner thread: measured on the shared
-    2-core machine, 96 ms per chunk on 2 threads against 7 ms on one (torch.topk: 12-16 ms).
+    The top-k and tie bookkeeping of a chunk are a dozen ops of 1-8 MB each. With other jobs on
+    the cores, every parallel op waits (spinning) for a descheduled partner thread: measured on
+    the shared 2-core machine, the pruned top-k took 96 ms per chunk on 2 threads against 7 ms
+    on one (torch.topk: 16 ms on 2, 12 on 1). On an idle machine one thread costs a few percent
+    against the GEMM, which keeps every thread.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
