@@ -93,7 +93,7 @@ def training_options(fn):
                      type=click.FloatRange(min=0, min_open=True)),
         click.option("--weight-decay", default=1e-4, show_default=True,
                      type=click.FloatRange(min=0)),
-        click.option("--backbone-lr-scale", default=1.0, show_default=True,
+        click.option("--backbone-lr-scale", default=0.3, show_default=True,
                      type=click.FloatRange(min=0),
                      help="Learning-rate multiplier for the pretrained backbone weights "
                           "(the head and new layers get --lr)."),
