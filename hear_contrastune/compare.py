@@ -34,7 +34,7 @@ from hear_contrastune.linear_probe import run_linear_probe
 from hear_contrastune.probe_protocol import label_matrix, score_all, score_functions
 from hear_contrastune.report import write_report
 from hear_contrastune.task import load_task
-from hear_contrastune.tune import TuneConfig, tune
+from hear_contrastune.tune import Classifier, TuneConfig, tune
 
 METHODS = ("frozen", "finetune", "contrastive")
 PROBES = ("hear", "linear", "knn")
@@ -60,7 +60,10 @@ def head_score(model_file: Path, emb_task_dir: Path) -> dict[str, float]:
     head = torch.load(model_file, map_location="cpu", weights_only=True)["meta"]["head"]
     task = open_embedded_task(emb_task_dir)
     emb, labels = read_split(task, "test")
-    logits = torch.from_numpy(emb) @ head["weight"].T + head["bias"]
+    classifier = Classifier(emb.shape[1], len(task.vocabulary), 1.0)
+    classifier.load_state_dict(head)  # the scale is a buffer: restored with the weights
+    with torch.no_grad():
+        logits = classifier(torch.from_numpy(emb))
     probs = torch.sigmoid(logits) if task.multilabel else torch.softmax(logits, dim=1)
     return score_all(score_functions(task), probs.numpy(), label_matrix(labels, task.vocabulary))
 

@@ -103,11 +103,29 @@ def make_loss(name: str, method: str, multilabel: bool, temperature: float) -> n
     raise UserError(f"--loss {name!r}: choose from {', '.join(LOSSES)}")
 
 
+class Classifier(nn.Module):
+    """The fine-tuning head: a linear classifier over the L2-normalised embedding times a scale.
+
+    On unit-norm inputs a plain linear layer starts with near-uniform logits and needs many
+    steps to grow them (NormFace, Wang et al. 2017): with lr 1e-4 and a few epochs its loss never
+    left ln(classes). Scaling by 1 / temperature puts cross-entropy on the same footing as
+    SupCon, whose cosine similarities get that same scale.
+    """
+
+    def __init__(self, dim: int, n_classes: int, scale: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, n_classes)
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(nn.functional.normalize(x, dim=-1) * self.scale)
+
+
 def make_head(cfg: TuneConfig, dim: int, n_classes: int) -> nn.Module:
-    """Contrastive: SupContrast's MLP projection head, dropped after tuning. Finetune: a linear
-    classifier over the pooled embedding, kept in the checkpoint for its own test score."""
+    """Contrastive: SupContrast's MLP projection head, dropped after tuning. Finetune: the
+    classifier, kept in the checkpoint for its own test score."""
     if cfg.method == "finetune":
-        return nn.Linear(dim, n_classes)
+        return Classifier(dim, n_classes, 1.0 / cfg.temperature)
     return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, cfg.proj_dim))
 
 
