@@ -208,6 +208,8 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
         net = nn.parallel.DistributedDataParallel(net)
     step_fn = torch.compile(net) if cfg.compile else net
     loss_fn = make_loss(cfg.loss, cfg.method, multilabel, cfg.temperature)
+    # checks --batch-size / --m-per-class now; each epoch then draws its own sampler, seeded by
+    # the epoch, so a resumed run sees the batches an uninterrupted one would have
     sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed)
     groups = backbone.param_groups()  # pretrained weights may learn slower than new ones
     for group in groups:
