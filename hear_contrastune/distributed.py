@@ -13,6 +13,7 @@ carry. Rank 0 alone evaluates, writes checkpoints and logs, and shows progress b
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -72,3 +73,12 @@ def gather(x: Tensor, ranks: Ranks) -> Tensor:
 def barrier(ranks: Ranks) -> None:
     if ranks.world > 1:
         dist.barrier()
+
+
+def gather_objects(obj: Any, ranks: Ranks) -> list[Any]:
+    """Every rank's `obj` (picklable, e.g. a CPU tensor), in rank order, on every rank."""
+    if ranks.world == 1:
+        return [obj]
+    parts: list[Any] = [None] * ranks.world
+    dist.all_gather_object(parts, obj)
+    return parts

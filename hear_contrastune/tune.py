@@ -274,7 +274,8 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
                 log.step(epoch, (epoch - 1) * len(sampler) + i, loss=losses[-1],
                          lr=schedule.get_last_lr()[0], clips_per_s=clips_per_s)
         optimizer.zero_grad(set_to_none=True)  # a partial accumulation does not carry over
-        generators = gather_generators(gen, ranks)
+        # every rank's view-generator state, so a resumed run draws the same views on each rank
+        generators = distributed.gather_objects(gen.get_state(), ranks)
         if ranks.main:
             valid = score(backbone, model, data, multilabel)
             log.epoch(epoch, loss=float(np.mean(losses)), valid_knn=valid,
@@ -306,16 +307,6 @@ def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
     if not device.startswith("cuda"):
         raise UserError(f"--precision {precision} needs a CUDA device (this run is on {device})")
     return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def gather_generators(gen: torch.Generator, ranks: distributed.Ranks) -> list[Tensor]:
-    """Every rank's view-generator state, so a resumed run draws the same views on each rank."""
-    state = gen.get_state()
-    if ranks.world == 1:
-        return [state]
-    parts = [torch.empty_like(state) for _ in range(ranks.world)]
-    torch.distributed.all_gather_object(parts, state)
-    return [p.cpu() for p in parts]
 
 
 def _meta(cfg: TuneConfig, task: Task, epoch: int, valid: float, head: nn.Module) -> dict:
