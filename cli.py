@@ -96,9 +96,13 @@ def training_options(fn):
         click.option("--backbone-lr-scale", default=0.3, show_default=True,
                      type=click.FloatRange(min=0),
                      help="Learning-rate multiplier for the pretrained backbone weights "
-                          "(the head and new layers get --lr)."),
+                          "(new layers inside the backbone get --lr)."),
+        click.option("--head-lr-scale", default=None, type=click.FloatRange(min=0, min_open=True),
+                     help="Learning-rate multiplier for the head (default: 1 for tune's "
+                          "projection, 100 for finetune's classifier)."),
         click.option("--grad-clip", default=1.0, show_default=True,
-                     type=click.FloatRange(min=0), help="Max gradient norm (0: no clipping)."),
+                     type=click.FloatRange(min=0),
+                     help="Max gradient norm of the backbone (0: no clipping)."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--accumulate", default=1, show_default=True, type=click.IntRange(min=1),
                      help="Batches per optimiser step (a larger effective batch on one device; "

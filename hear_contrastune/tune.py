@@ -43,6 +43,10 @@ from hear_contrastune.task import Task, load_split_audio, load_task
 VALID_K = (1, 5, 10, 20)
 LOSSES = ("auto", "supcon", "jaccard-supcon", "any-shared-supcon", "ce", "bce")
 METHODS = ("contrastive", "finetune")
+# The head's learning rate is lr * this unless set. A new classifier on a pretrained encoder
+# needs a far larger step than the encoder: at 1x its cross-entropy stayed at ln(classes) for
+# the whole budget (benchmarks/finetune_study.py has the valid-split study behind the value).
+HEAD_LR_SCALE = {"contrastive": 1.0, "finetune": 100.0}
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,8 @@ class TuneConfig:
     # pretrained weights learn at lr * this. At 1.0, lr 1e-4, tuning Resemblyzer's LSTM was
     # unstable in one of two identical runs (valid kNN 0.69 -> 0.53); at 0.3 it was steady.
     backbone_lr_scale: float = 0.3
-    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    head_lr_scale: float | None = None  # the head learns at lr * this; None: HEAD_LR_SCALE
+    grad_clip: float = 1.0  # max gradient norm of the backbone; 0 turns clipping off
     temperature: float = 0.1
     loss: str = "auto"
     proj_dim: int = 128
@@ -69,6 +74,10 @@ class TuneConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast, CUDA only)
     compile: bool = False  # torch.compile the backbone + head
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.head_lr_scale is None and self.method in HEAD_LR_SCALE:
+            object.__setattr__(self, "head_lr_scale", HEAD_LR_SCALE[self.method])
 
 
 def targets_for(task: Task, labels: list[list[str]]) -> Tensor:
@@ -145,9 +154,18 @@ def open_run(out: Path, cfg: TuneConfig) -> None:
         write_json(config_file, wanted)
 
 
+def valid_metric(scores: Tensor, truth: Tensor, multilabel: bool) -> float:
+    """Top-1 accuracy of class scores [n, classes], or mAP over labels present for multilabel."""
+    if multilabel:
+        present = truth.sum(0) > 0
+        return float(average_precision_score(truth[:, present], scores[:, present]))
+    return (scores.argmax(1) == truth).float().mean().item()
+
+
 def score(backbone: Backbone, model: HearModel, data: dict[str, tuple[Tensor, Tensor]],
-          multilabel: bool) -> float:
-    """Valid-split kNN score (top-1, or mAP for multilabel), best over a small k grid.
+          multilabel: bool, head: nn.Module | None = None) -> dict[str, float]:
+    """Valid-split scores of the backbone alone: kNN, best over a small k grid (what selects the
+    epoch), and, given a classifier head, that head's own score (logged, to show it learns).
 
     Model selection only: the full kNN probe (knn_probe) chooses k on valid and reports test.
     """
@@ -159,17 +177,14 @@ def score(backbone: Backbone, model: HearModel, data: dict[str, tuple[Tensor, Te
         train_y = torch.nn.functional.one_hot(train_y, n_classes)
     neighbours = KnnIndex(emb["train"], device=emb["train"].device).search(
         emb["valid"], max(VALID_K))
-    best = 0.0
-    for k in VALID_K:
-        if k <= neighbours.k:
-            votes = vote(neighbours, train_y, k)
-            if multilabel:
-                present = valid_y.sum(0) > 0
-                value = average_precision_score(valid_y[:, present], votes[:, present])
-            else:
-                value = (votes.argmax(1) == valid_y).float().mean().item()
-            best = max(best, float(value))
-    return best
+    scores = {"valid_knn": max(valid_metric(vote(neighbours, train_y, k), valid_y, multilabel)
+                               for k in VALID_K if k <= neighbours.k)}
+    if head is not None:
+        head.eval()
+        with torch.no_grad():
+            scores["valid_head"] = valid_metric(head(emb["valid"]).cpu(), valid_y, multilabel)
+        head.train()
+    return scores
 
 
 def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
@@ -214,14 +229,17 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
     groups = backbone.param_groups()  # pretrained weights may learn slower than new ones
     for group in groups:
         group["lr"] = cfg.lr * (cfg.backbone_lr_scale if group["name"] == "pretrained" else 1)
-    groups.append({"name": "head", "params": list(head.parameters()), "lr": cfg.lr})
+    groups.append({"name": "head", "params": list(head.parameters()),
+                   "lr": cfg.lr * cfg.head_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(sampler) // cfg.accumulate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + ranks.rank)
     model = HearModel(backbone)
-    log = RunLog(out, ["loss", "lr", "clips_per_s"], ["loss", "valid_knn", "seconds"]) \
+    classifier = head if cfg.method == "finetune" else None
+    valid_fields = ["valid_knn", "valid_head"] if classifier else ["valid_knn"]
+    log = RunLog(out, ["loss", "lr", "clips_per_s"], ["loss", *valid_fields, "seconds"]) \
         if ranks.main else None
 
     start_epoch, best, best_epoch = 1, -1.0, 0
@@ -238,9 +256,10 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
         if log:
             log.resume_after(state["epoch"])
     elif ranks.main:
-        best = score(backbone, model, data, multilabel)
+        valid = score(backbone, model, data, multilabel, classifier)
+        best = valid["valid_knn"]
         log.resume_after(-1)
-        log.epoch(0, loss="", valid_knn=best, seconds=0.0)
+        log.epoch(0, loss="", **valid, seconds=0.0)
         save_checkpoint(out / "best.pt", backbone, _meta(cfg, task, 0, best, head))
 
     t_start = time.time()
@@ -260,9 +279,9 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
             loss = loss_fn(z, distributed.gather(torch.cat([y, y]), ranks))
             scaler.scale(loss / cfg.accumulate).backward()
             if (i + 1) % cfg.accumulate == 0:
-                if cfg.grad_clip > 0:  # recurrent backbones blow up without it
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                if cfg.grad_clip > 0:  # recurrent backbones blow up without it; the head's
+                    scaler.unscale_(optimizer)  # gradient is left alone, so it still learns
+                    nn.utils.clip_grad_norm_(backbone.parameters(), cfg.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
@@ -277,13 +296,13 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
         # every rank's view-generator state, so a resumed run draws the same views on each rank
         generators = distributed.gather_objects(gen.get_state(), ranks)
         if ranks.main:
-            valid = score(backbone, model, data, multilabel)
-            log.epoch(epoch, loss=float(np.mean(losses)), valid_knn=valid,
-                      seconds=time.time() - t0)
-            tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  valid kNN {valid:.4f}")
-            if valid > best:
-                best, best_epoch = valid, epoch
-                save_checkpoint(out / "best.pt", backbone, _meta(cfg, task, epoch, valid, head))
+            valid = score(backbone, model, data, multilabel, classifier)
+            log.epoch(epoch, loss=float(np.mean(losses)), **valid, seconds=time.time() - t0)
+            tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  "
+                       + "  ".join(f"{k} {v:.4f}" for k, v in valid.items()))
+            if valid["valid_knn"] > best:
+                best, best_epoch = valid["valid_knn"], epoch
+                save_checkpoint(out / "best.pt", backbone, _meta(cfg, task, epoch, best, head))
             with atomic_path(state_file) as tmp:
                 torch.save({"backbone": backbone.state_dict(), "head": head.state_dict(),
                             "optimizer": optimizer.state_dict(),

@@ -85,3 +85,20 @@ def test_killed_run_resumes_from_its_last_epoch(program_task, tmp_path):
     with open(run / "steps.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f)]
     assert steps == sorted(set(steps))  # no step logged twice across the kill
+
+
+def test_finetune_head_learns_at_its_own_rate_and_is_scored_on_valid(program_task, tmp_path):
+    run = tmp_path / "run"
+    tune(small_config(program_task, method="finetune"), run, device="cpu")
+    config = json.loads((run / "config.json").read_text())
+    assert config["head_lr_scale"] == 100.0  # HEAD_LR_SCALE["finetune"], resolved and recorded
+    groups = torch.load(run / "state.pt", weights_only=False)["optimizer"]["param_groups"]
+    initial = {g["name"]: g["initial_lr"] for g in groups}
+    assert initial["head"] == pytest.approx(1e-2) and initial["pretrained"] == pytest.approx(3e-5)
+    with open(run / "epochs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert all(0.0 <= float(r["valid_head"]) <= 1.0 for r in rows)
+    assert json.loads((tmp_path / "run" / "done.json").read_text())["best_epoch"] in (0, 1, 2)
+    # contrastive tuning keeps lr for its projection head and logs no classifier score
+    assert TuneConfig(task_dir=str(program_task)).head_lr_scale == 1.0
