@@ -387,9 +387,15 @@ class TrainingLog:
     steps: dict[str, np.ndarray]
 
     @property
+    def valid_columns(self) -> list[str]:
+        """The validation scores logged: valid_knn (what selects the epoch) first, then e.g.
+        valid_head, the fine-tuned classifier's own score."""
+        return [c for c in self.epochs if c.startswith("valid")]
+
+    @property
     def valid_column(self) -> str | None:
-        """The validation score's column: valid_knn for contrastive tuning, valid_* otherwise."""
-        return next((c for c in self.epochs if c.startswith("valid")), None)
+        """The validation score that selects the epoch."""
+        return next(iter(self.valid_columns), None)
 
 
 def load_training(run: Run) -> dict[str, dict[str, list[TrainingLog]]]:
@@ -643,10 +649,12 @@ def plot_training(by_method: dict[str, list[TrainingLog]], task: str, path: Path
             if "loss" in log.epochs:
                 loss_ax.plot(log.epochs["epoch"], log.epochs["loss"], style, marker="o",
                              color=color, label=f"seed {log.seed}")
-            if log.valid_column:
-                valid_ax.plot(log.epochs["epoch"], log.epochs[log.valid_column], style,
-                              marker="o", color=color, label=f"seed {log.seed}")
-        names = sorted({log.valid_column for log in by_method[method] if log.valid_column})
+            for column in log.valid_columns:
+                selects = column == log.valid_column  # the others are drawn with crosses
+                valid_ax.plot(log.epochs["epoch"], log.epochs[column], style, color=color,
+                              marker="o" if selects else "x",
+                              label=f"seed {log.seed}" + ("" if selects else f": {column}"))
+        names = sorted({c for log in by_method[method] for c in log.valid_columns})
         loss_ax.set_title(f"{method}: training loss (faint: per step)", fontsize=10)
         valid_ax.set_title(f"{method}: {', '.join(names) or 'no validation column'}",
                            fontsize=10)

@@ -54,16 +54,19 @@ def _write_embeddings(task_dir: Path, rng: np.random.Generator, centers: np.ndar
 
 
 def _write_logs(run_dir: Path, method: str, seed: int, epochs: int = 4, steps: int = 3) -> None:
-    valid = "valid_knn" if method == "contrastive" else "valid_score"
+    """What tune logs: finetune also logs its classifier's valid score, after valid_knn."""
+    extra = ["valid_head"] if method == "finetune" else []
     run_dir.mkdir(parents=True)
-    ep = CsvLog(run_dir / "epochs.csv", ["epoch", "loss", valid, "seconds"])
+    ep = CsvLog(run_dir / "epochs.csv", ["epoch", "loss", "valid_knn", *extra, "seconds"])
     st = CsvLog(run_dir / "steps.csv", ["epoch", "step", "loss", "lr", "clips_per_s"])
-    ep.write({"epoch": 0, "loss": "", valid: 0.4, "seconds": 0.0})
+    ep.write({"epoch": 0, "loss": "", "valid_knn": 0.4, **{c: 0.1 for c in extra},
+              "seconds": 0.0})
     for e in range(1, epochs + 1):
         for i in range(steps):
             st.write({"epoch": e, "step": (e - 1) * steps + i, "loss": 3 / (e + i / steps) + seed,
                       "lr": 1e-4, "clips_per_s": 100 + 10 * i})
-        ep.write({"epoch": e, "loss": 3 / e + seed, valid: 0.4 + 0.1 * e, "seconds": 1.5})
+        ep.write({"epoch": e, "loss": 3 / e + seed, "valid_knn": 0.4 + 0.1 * e,
+                  **{c: 0.9 for c in extra}, "seconds": 1.5})
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +169,10 @@ def test_geometry_and_training_tables(run_dir: Path) -> None:
     assert all(r[1] == "–" for r in mix[1].values())  # no silhouette for multilabel
     assert "nan" not in (run_dir / "report.md").read_text().lower()
     assert "2 seeds" not in (run_dir / "report.md").read_text()
+    # the training table reports the column that selects the epoch, not the classifier's
+    training = re.findall(r"^\| pitch \| (\w+) \| (\w+) \|.*$", (run_dir / "report.md").read_text(),
+                          re.M)
+    assert sorted(training) == [("contrastive", "valid_knn"), ("finetune", "valid_knn")]
 
 
 def test_every_png_is_a_real_image(run_dir: Path) -> None:
