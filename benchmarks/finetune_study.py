@@ -10,13 +10,14 @@ classifier's best valid score, and the last training loss. Test splits are never
 Runs are cached under OUT/<name> (rerun to resume); the table goes to OUT/table.md.
 """
 
-import csv
 from pathlib import Path
 
 import click
+import numpy as np
 
 import eval_tasks
 from hear_contrastune.atomic import write_text
+from hear_contrastune.report import read_csv
 from hear_contrastune.tune import TuneConfig, tune
 
 # name -> (method, lr, backbone_lr_scale, head_lr_scale)
@@ -30,14 +31,13 @@ GRID = {
 
 def best_row(epochs_csv: Path) -> dict[str, str]:
     """The summary of one run's epochs.csv: its best valid kNN epoch, best head score, last loss."""
-    with open(epochs_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    best = max(rows, key=lambda r: float(r["valid_knn"]))
-    heads = [float(r["valid_head"]) for r in rows if r.get("valid_head")]
-    return {"valid_knn": f"{float(best['valid_knn']):.4f} (epoch {best['epoch']})",
-            "epoch0": f"{float(rows[0]['valid_knn']):.4f}",
-            "valid_head": f"{max(heads):.4f}" if heads else "-",
-            "last_loss": f"{float(rows[-1]['loss']):.3f}"}
+    log = read_csv(epochs_csv)
+    best = int(np.nanargmax(log["valid_knn"]))
+    head = log.get("valid_head")
+    return {"valid_knn": f"{log['valid_knn'][best]:.4f} (epoch {int(log['epoch'][best])})",
+            "epoch0": f"{log['valid_knn'][0]:.4f}",
+            "valid_head": f"{np.nanmax(head):.4f}" if head is not None else "-",
+            "last_loss": f"{log['loss'][-1]:.3f}"}
 
 
 @click.command()

@@ -181,22 +181,22 @@ def test_csv_multilabel_import(source: Path, tmp_path: Path) -> None:
     assert sorted(len(v) for v in by_file.values()).count(2) == 12
 
 
-def test_csv_errors_name_the_line(source: Path, tmp_path: Path) -> None:
+CSV_ERRORS = [  # (rows, with {s} for the source folder; what the error must say)
+    ("{s}/piano/n0.wav,piano\n{s}/piano/n1.wav,piano,extra\n", r"bad.csv:2: expected 2 columns"),
+    ("{s}/piano/n0.wav,piano\n{s}/piano/n0.wav,violin\n",
+     r"bad.csv:2: .* already listed on line 1"),
+    ('{s}/piano/n0.wav,"pi""ano"\n', r"bad.csv:1: label .* contains a comma, quote"),
+    ("{s}/piano/n0.wav, ; \n", r"bad.csv:1: needs a path and at least one label"),
+    ("{s}/piano/n0.wav,piano\n{s}/piano/n1.wav,piano\n",
+     r"0 class\(es\) with at least 3 usable clips"),
+]
+
+
+@pytest.mark.parametrize(("rows", "message"), CSV_ERRORS)
+def test_csv_errors_name_the_line(source: Path, tmp_path: Path, rows: str, message: str) -> None:
     bad = tmp_path / "bad.csv"
-    bad.write_text(f"{source}/piano/n0.wav,piano\n{source}/piano/n1.wav,piano,extra\n")
-    with pytest.raises(UserError, match=r"bad.csv:2: expected 2 columns"):
-        import_task(bad, tmp_path / "out")
-    bad.write_text(f"{source}/piano/n0.wav,piano\n{source}/piano/n0.wav,violin\n")
-    with pytest.raises(UserError, match=r"bad.csv:2: .* already listed on line 1"):
-        import_task(bad, tmp_path / "out")
-    bad.write_text(f'{source}/piano/n0.wav,"pi""ano"\n')
-    with pytest.raises(UserError, match=r"bad.csv:1: label .* contains a comma, quote"):
-        import_task(bad, tmp_path / "out")
-    bad.write_text(f"{source}/piano/n0.wav, ; \n")
-    with pytest.raises(UserError, match=r"bad.csv:1: needs a path and at least one label"):
-        import_task(bad, tmp_path / "out")
-    bad.write_text(f"{source}/piano/n0.wav,piano\n{source}/piano/n1.wav,piano\n")
-    with pytest.raises(UserError, match=r"0 class\(es\) with at least 3 usable clips"):
+    bad.write_text(rows.format(s=source))
+    with pytest.raises(UserError, match=message):
         import_task(bad, tmp_path / "out")
 
 
