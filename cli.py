@@ -6,11 +6,25 @@ line (`error: ...`, exit 2), never a traceback.
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+import eval_tasks
+from eval_tasks import importer
+from hear_contrastune.comparison import quickstart as quickstart_preset
+from hear_contrastune.comparison.layout import METHODS, PROBES
 from hear_contrastune.errors import UserError
+from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
+from hear_contrastune.probes.knn_search import DEFAULT_TEMPERATURE, METRICS, WEIGHTINGS
+from hear_contrastune.training.config import (
+    CONTRASTIVE_LOSSES,
+    HEAD_LR_SCALE,
+    PRECISIONS,
+    TuneConfig,
+)
+from hear_contrastune.training.config import DEFAULTS as D
 
 
 class Group(click.Group):
@@ -42,8 +56,6 @@ def tasks() -> None:
 @tasks.command("list")
 def tasks_list() -> None:
     """List the tasks `tasks build` can make."""
-    import eval_tasks
-
     for name, description in eval_tasks.list_tasks():
         click.echo(f"{name:18s} {description}")
 
@@ -52,12 +64,11 @@ def tasks_list() -> None:
 @click.argument("names", nargs=-1)
 @click.option("--all", "build_all", is_flag=True, help="Build every task.")
 @click.option("--out", default="tasks", show_default=True, type=click.Path(path_type=Path))
-@click.option("--size", default="full", show_default=True, type=click.Choice(["small", "full"]))
+@click.option("--size", default=eval_tasks.DEFAULT_SIZE, show_default=True,
+              type=click.Choice(eval_tasks.gm.SIZES))
 @click.option("--seed", default=0, show_default=True, type=int)
 def tasks_build(names: tuple[str, ...], build_all: bool, out: Path, size: str, seed: int) -> None:
     """Build tasks NAMES (or --all) into OUT/<name>; complete ones are kept."""
-    import eval_tasks
-
     if build_all:
         names = tuple(eval_tasks.TASKS)
     if not names:
@@ -77,51 +88,75 @@ def backbones() -> None:
         click.echo(f"{usage:26s} {description}")
 
 
-def training_options(fn):
-    """Options shared by `tune` and `finetune`: the two differ only in head and loss."""
-    options = [
-        click.option("--task-dir", required=True, type=click.Path(path_type=Path),
-                     help="A HEAR task folder (task_metadata.json, <split>.json, 16000/...)."),
-        click.option("--out", required=True, type=click.Path(path_type=Path),
-                     help="Run folder."),
-        click.option("--backbone", default="resemblyzer", show_default=True),
-        click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1)),
-        click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2)),
-        click.option("--m-per-class", default=4, show_default=True, type=click.IntRange(min=2),
+def with_options(*options: Callable) -> Callable:
+    """Apply click options in the order they are listed (as they show in --help)."""
+    def apply(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return apply
+
+
+DEVICE = click.option("--device", default=None,
+                      help="cpu, cuda, cuda:1 ... (default: cuda if present; under torchrun, "
+                           "each process's local GPU)")
+GRID = click.option("--grid", default=DEFAULT_GRID, show_default=True, type=click.Choice(GRIDS),
+                    help="heareval's hyperparameter grid for the HEAR MLP and linear probes.")
+def tuning_options(d: TuneConfig) -> tuple[Callable, ...]:
+    """Options of every tuned run (`tune`, `finetune`, `compare`, `quickstart`), defaulting to
+    `d`'s values: TuneConfig is their one source."""
+    return (
+        click.option("--backbone", default=d.backbone, show_default=True),
+        click.option("--epochs", default=d.epochs, show_default=True, type=click.IntRange(min=1)),
+        click.option("--batch-size", default=d.batch_size, show_default=True,
+                     type=click.IntRange(min=2)),
+        click.option("--m-per-class", default=d.m_per_class, show_default=True,
+                     type=click.IntRange(min=2),
                      help="Clips per class (per label for multilabel) in each batch."),
-        click.option("--lr", default=1e-4, show_default=True,
+        click.option("--lr", default=d.lr, show_default=True,
                      type=click.FloatRange(min=0, min_open=True)),
-        click.option("--weight-decay", default=1e-4, show_default=True,
+        click.option("--weight-decay", default=d.weight_decay, show_default=True,
                      type=click.FloatRange(min=0)),
-        click.option("--backbone-lr-scale", default=0.3, show_default=True,
+        click.option("--backbone-lr-scale", default=d.backbone_lr_scale, show_default=True,
                      type=click.FloatRange(min=0),
                      help="Learning-rate multiplier for the pretrained backbone weights "
                           "(new layers inside the backbone get --lr)."),
-        click.option("--head-lr-scale", default=None, type=click.FloatRange(min=0, min_open=True),
-                     help="Learning-rate multiplier for the head (default: 1 for tune's "
-                          "projection, 100 for finetune's classifier)."),
-        click.option("--grad-clip", default=1.0, show_default=True,
+        click.option("--head-lr-scale", default=d.head_lr_scale,
+                     type=click.FloatRange(min=0, min_open=True),
+                     help="Learning-rate multiplier for the head (default: "
+                          + ", ".join(f"{v:g} for {k}" for k, v in HEAD_LR_SCALE.items()) + ")."),
+        click.option("--grad-clip", default=d.grad_clip, show_default=True,
                      type=click.FloatRange(min=0),
                      help="Max gradient norm of the backbone (0: no clipping)."),
-        click.option("--seed", default=0, show_default=True, type=int),
-        click.option("--accumulate", default=1, show_default=True, type=click.IntRange(min=1),
+        click.option("--accumulate", default=d.accumulate, show_default=True,
+                     type=click.IntRange(min=1),
                      help="Batches per optimiser step (a larger effective batch on one device; "
                           "each batch keeps its own negatives)."),
-        click.option("--precision", default="fp32", show_default=True,
-                     type=click.Choice(["fp32", "bf16", "fp16"]),
-                     help="Mixed-precision autocast (CUDA only)."),
+        click.option("--precision", default=d.precision, show_default=True,
+                     type=click.Choice(PRECISIONS), help="Mixed-precision autocast (CUDA only)."),
         click.option("--compile", is_flag=True, help="torch.compile the backbone and head."),
-        click.option("--device", default=None,
-                     help="cpu, cuda, cuda:1 ... (default: cuda if present; under torchrun, "
-                          "each process's local GPU)"),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    )
+
+
+# Options of contrastive tuning only.
+CONTRASTIVE = (
+    click.option("--temperature", default=D.temperature, show_default=True,
+                 type=click.FloatRange(min=0, min_open=True)),
+    click.option("--loss", default=D.loss, show_default=True,
+                 type=click.Choice(["auto", *CONTRASTIVE_LOSSES]),
+                 help="auto: supcon for multiclass tasks, jaccard-supcon for multilabel ones; "
+                      "any-shared-supcon: any shared label makes a positive."),
+)
+RUN = (
+    click.option("--task-dir", required=True, type=click.Path(path_type=Path),
+                 help="A HEAR task folder (task_metadata.json, <split>.json, 16000/...)."),
+    click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder."),
+    click.option("--seed", default=D.seed, show_default=True, type=int),
+)
 
 
 def run_training(method: str, task_dir: Path, out: Path, device: str | None, **options) -> None:
-    from hear_contrastune.tune import TuneConfig, tune
+    from hear_contrastune.training.loop import tune
 
     cfg = TuneConfig(task_dir=str(task_dir), method=method, **options)
     best = tune(cfg, out, device)
@@ -130,20 +165,14 @@ def run_training(method: str, task_dir: Path, out: Path, device: str | None, **o
 
 
 @main.command()
-@training_options
-@click.option("--temperature", default=0.1, show_default=True,
-              type=click.FloatRange(min=0, min_open=True))
-@click.option("--loss", default="auto", show_default=True,
-              type=click.Choice(["auto", "supcon", "jaccard-supcon", "any-shared-supcon"]),
-              help="auto: supcon for multiclass tasks, jaccard-supcon for multilabel ones; "
-                   "any-shared-supcon: any shared label makes a positive.")
+@with_options(*RUN, *tuning_options(D), *CONTRASTIVE, DEVICE)
 def tune(**options) -> None:
     """Contrastively tune a backbone on a task; keeps the best epoch as OUT/best.pt."""
     run_training("contrastive", **options)
 
 
 @main.command()
-@training_options
+@with_options(*RUN, *tuning_options(D), DEVICE)
 def finetune(**options) -> None:
     """Vanilla fine-tuning baseline: backbone + linear classifier, cross-entropy (BCE for
     multilabel), with tune's data, views, optimiser and model selection."""
@@ -166,25 +195,46 @@ def embed(model: str, tasks_dir: Path, out: Path, name: str | None, device: str 
         click.echo(str(d))
 
 
+class Duration(click.ParamType):
+    """Seconds > 0, or 'none' (importer.KEEP_LENGTH): every clip keeps its own length."""
+
+    name = "SECONDS|none"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == importer.KEEP_LENGTH:
+            return value
+        if str(value).strip().lower() == importer.KEEP_LENGTH:
+            return importer.KEEP_LENGTH
+        try:
+            seconds = float(value)
+        except ValueError:
+            self.fail(f"{value!r}: expected seconds > 0 or 'none'", param, ctx)
+        if not seconds > 0:
+            self.fail(f"{value!r}: expected seconds > 0 or 'none'", param, ctx)
+        return seconds
+
+
 @tasks.command("import")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", default="tasks", show_default=True, type=click.Path(path_type=Path),
               help="Tasks folder; the task goes to OUT/<name>.")
 @click.option("--name", default=None, help="Task name (default: from SOURCE).")
-@click.option("--duration", default=None, type=click.FloatRange(min=0, min_open=True),
-              help="Clip length in seconds (default: the median length, to 0.1 s).")
-@click.option("--split", default="trainvaltest", show_default=True,
-              type=click.Choice(["trainvaltest", "kfold"]))
-@click.option("--folds", default=5, show_default=True, type=click.IntRange(min=3))
-@click.option("--valid-fraction", default=0.15, show_default=True, type=float)
-@click.option("--test-fraction", default=0.15, show_default=True, type=float)
+@click.option("--duration", default=None, type=Duration(),
+              help="Clip length in seconds (default: the median length, to 0.1 s); 'none' "
+                   "keeps each clip's own length (sample_duration null, as FSD50K).")
+@click.option("--split", default=importer.SPLIT_MODES[0], show_default=True,
+              type=click.Choice(importer.SPLIT_MODES))
+@click.option("--folds", default=importer.DEFAULT_FOLDS, show_default=True,
+              type=click.IntRange(min=3))
+@click.option("--valid-fraction", default=importer.DEFAULT_VALID_FRACTION, show_default=True,
+              type=float)
+@click.option("--test-fraction", default=importer.DEFAULT_TEST_FRACTION, show_default=True,
+              type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
 def tasks_import(source: Path, out: Path, **options) -> None:
     """Make a HEAR task from your own audio: SOURCE is a folder with one subfolder per class,
     or a CSV of `path,labels` (labels separated by ';'; several on a row -> multilabel)."""
-    from eval_tasks.importer import import_task
-
-    click.echo(str(import_task(source, out, **options)))
+    click.echo(str(importer.import_task(source, out, **options)))
 
 
 @tasks.command("check")
@@ -208,12 +258,11 @@ def tasks_check(task_dirs: tuple[Path, ...]) -> None:
 @click.argument("emb_task_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--k", "k_grid", multiple=True, type=int,
               help="k values to choose from on valid (repeatable; default 1 3 5 10 20 50 100).")
-@click.option("--metric", default="cosine", show_default=True,
-              type=click.Choice(["cosine", "euclidean"]))
-@click.option("--weighting", default="uniform", show_default=True,
-              type=click.Choice(["uniform", "similarity"]),
+@click.option("--metric", default=METRICS[0], show_default=True, type=click.Choice(METRICS))
+@click.option("--weighting", default=WEIGHTINGS[0], show_default=True,
+              type=click.Choice(WEIGHTINGS),
               help="similarity: votes weighted by exp(similarity / temperature).")
-@click.option("--temperature", default=0.07, show_default=True, type=float)
+@click.option("--temperature", default=DEFAULT_TEMPERATURE, show_default=True, type=float)
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if present).")
 @click.option("--force", is_flag=True, help="Probe again tasks that already have results.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -222,7 +271,7 @@ def knn_probe(emb_task_dirs: tuple[Path, ...], k_grid: tuple[int, ...], as_json:
     """kNN probe of heareval embeddings folders; writes test.knn-predicted-scores.json."""
     import json
 
-    from hear_contrastune.knn_probe import DEFAULT_K_GRID, format_table, run_knn_probe
+    from hear_contrastune.probes.knn import DEFAULT_K_GRID, format_table, run_knn_probe
 
     results = run_knn_probe(list(emb_task_dirs), k_grid or DEFAULT_K_GRID, **options)
     click.echo(json.dumps(results, indent=2) if as_json else format_table(results))
@@ -230,8 +279,7 @@ def knn_probe(emb_task_dirs: tuple[Path, ...], k_grid: tuple[int, ...], as_json:
 
 @main.command("linear-probe")
 @click.argument("emb_task_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--grid", default="default", show_default=True,
-              type=click.Choice(["default", "fast", "faster"]),
+@click.option("--grid", default=DEFAULT_GRID, show_default=True, type=click.Choice(GRIDS),
               help="heareval's learning-rate grid (with hidden_layers fixed at 0).")
 @click.option("--force", is_flag=True, help="Probe again tasks that already have results.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -240,8 +288,8 @@ def linear_probe(emb_task_dirs: tuple[Path, ...], grid: str, force: bool, as_jso
     test.linear-predicted-scores.json."""
     import json
 
-    from hear_contrastune.hear_eval import test_score
-    from hear_contrastune.linear_probe import run_linear_probe
+    from hear_contrastune.probes.hear_mlp import test_score
+    from hear_contrastune.probes.linear import run_linear_probe
 
     results = run_linear_probe(list(emb_task_dirs), grid=grid, force=force)
     if as_json:
@@ -251,62 +299,62 @@ def linear_probe(emb_task_dirs: tuple[Path, ...], grid: str, force: bool, as_jso
         click.echo(f"{r['task']:20s} {test_score(r['result']):.4f}  {r['output']}{note}")
 
 
+def subset(option: str, value: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated subset of `allowed`, or a one-line error naming the option."""
+    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not chosen or set(chosen) - set(allowed):
+        raise UserError(f"--{option} {value!r}: choose from {', '.join(allowed)}")
+    return chosen
+
+
 @main.command()
 @click.option("--tasks-dir", required=True, type=click.Path(path_type=Path),
               help="A folder of HEAR tasks (or one task folder).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
-@click.option("--backbone", default="resemblyzer", show_default=True)
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2))
-@click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--grid", default="default", show_default=True,
-              type=click.Choice(["default", "fast", "faster"]),
-              help="heareval's hyperparameter grid for the HEAR and linear probes.")
-@click.option("--probes", default="hear,linear,knn", show_default=True,
-              help="Comma-separated subset of hear, linear, knn.")
-@click.option("--methods", default="frozen,finetune,contrastive", show_default=True,
-              help="Comma-separated subset of frozen, finetune, contrastive.")
-@click.option("--device", default=None)
-def compare(tasks_dir: Path, out: Path, probes: str, methods: str, device: str | None,
-            **options) -> None:
+@with_options(*tuning_options(D), *CONTRASTIVE, GRID)
+@click.option("--probes", default=",".join(PROBES), show_default=True,
+              help=f"Comma-separated subset of {', '.join(PROBES)}.")
+@click.option("--methods", default=",".join(METHODS), show_default=True,
+              help=f"Comma-separated subset of {', '.join(METHODS)}.")
+@DEVICE
+def compare(tasks_dir: Path, out: Path, seeds: int, grid: str, probes: str, methods: str,
+            device: str | None, **tuning) -> None:
     """Frozen vs vanilla fine-tuning vs contrastive tuning under every probe, with a report."""
-    from hear_contrastune.compare import METHODS, PROBES, CompareConfig, summary_table
-    from hear_contrastune.compare import compare as run_compare
+    from hear_contrastune.comparison.compare import CompareConfig
+    from hear_contrastune.comparison.compare import compare as run_compare
+    from hear_contrastune.comparison.report.tables import summary_table
 
-    def subset(option: str, value: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-        chosen = tuple(v.strip() for v in value.split(",") if v.strip())
-        if not chosen or set(chosen) - set(allowed):
-            raise UserError(f"--{option} {value!r}: choose from {', '.join(allowed)}")
-        return chosen
-
-    cfg = CompareConfig(tasks_dir=tasks_dir, probes=subset("probes", probes, PROBES),
-                        methods=subset("methods", methods, METHODS), **options)
-    records = run_compare(cfg, out, device)
+    cfg = CompareConfig(tasks_dir=tasks_dir, tuning=TuneConfig(**tuning), seeds=seeds, grid=grid,
+                        probes=subset("probes", probes, PROBES),
+                        methods=subset("methods", methods, METHODS))
+    records = run_compare(cfg, out, device, say=click.echo)
     click.echo(summary_table(records))
 
 
 @main.command()
 @click.option("--out", default="runs/quickstart", show_default=True,
               type=click.Path(path_type=Path))
-@click.option("--task", default="gm-program", show_default=True)
-@click.option("--size", default="full", show_default=True, type=click.Choice(["small", "full"]))
-@click.option("--backbone", default="resemblyzer", show_default=True)
-@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2))
-@click.option("--m-per-class", default=4, show_default=True, type=click.IntRange(min=2))
-@click.option("--grid", default="fast", show_default=True,
-              type=click.Choice(["default", "fast", "faster"]),
-              help="heareval's hyperparameter grid for its MLP probe.")
-def quickstart(out: Path, **options) -> None:
-    """The main job: build a task, probe the untuned encoder, tune it, probe it again."""
-    from hear_contrastune.quickstart import quickstart as run_quickstart
+@click.option("--task", default=quickstart_preset.TASK, show_default=True)
+@click.option("--size", default=eval_tasks.DEFAULT_SIZE, show_default=True,
+              type=click.Choice(eval_tasks.gm.SIZES))
+@with_options(*tuning_options(quickstart_preset.TUNING))
+@click.option("--grid", default=quickstart_preset.GRID, show_default=True,
+              type=click.Choice(GRIDS),
+              help="heareval's hyperparameter grid for the HEAR MLP and linear probes.")
+@DEVICE
+def quickstart(out: Path, task: str, size: str, grid: str, device: str | None,
+               **tuning) -> None:
+    """The main job: build a task, probe the untuned encoder, tune it, probe it again (a preset
+    of `compare`: frozen and contrastive, one task, one seed)."""
+    from hear_contrastune.comparison.quickstart import quickstart as run_quickstart
 
-    click.echo(run_quickstart(out, **options))
+    click.echo(run_quickstart(out, task, size, TuneConfig(**tuning), grid, device,
+                              say=click.echo))
 
 
 @main.command()
-@click.option("--model", default="resemblyzer", show_default=True)
+@click.option("--model", default=D.backbone, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 def validate(model: str, device: str) -> None:
     """Run the official HEAR validator on hear_contrastune with MODEL."""

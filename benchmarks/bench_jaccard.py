@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning.reducers import DoNothingReducer
 
-from hear_contrastune.losses import JaccardSupConLoss
-from hear_contrastune.miners import JaccardMiner
+from hear_contrastune.training.losses import JaccardSupConLoss
+from hear_contrastune.training.miners import JaccardMiner
 
 NUM_LABELS = 200
 EMBEDDING_DIM = 128

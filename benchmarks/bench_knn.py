@@ -35,13 +35,13 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hear_contrastune.embedding_files import (  # noqa: E402
+from hear_contrastune.data.embeddings import (  # noqa: E402
     open_embedded_task,
     read_split,
     write_split,
 )
-from hear_contrastune.knn import KnnIndex, chunk_rows, onednn_available  # noqa: E402
-from hear_contrastune.knn_probe import OUTPUT_NAME  # noqa: E402
+from hear_contrastune.probes.knn import OUTPUT_NAME  # noqa: E402
+from hear_contrastune.probes.knn_search import KnnIndex, chunk_rows, onednn_available  # noqa: E402
 
 GIB = 2**30
 # ru_maxrss survives exec: a child's is at least its parent's peak at spawn time. The parent
@@ -58,14 +58,14 @@ def memory():
 CHILD = MEMORY + """
 import json, sys, time
 t0 = time.perf_counter()
-from hear_contrastune.knn_probe import run_knn_probe
+from hear_contrastune.probes.knn import run_knn_probe
 run_knn_probe([sys.argv[1]], k_grid=json.loads(sys.argv[2]), force=True)
 print(json.dumps({**memory(), "inside_s": time.perf_counter() - t0}))
 """
 BASELINE = MEMORY + """
 import json, warnings
 warnings.simplefilter("ignore")
-import torch, hear_contrastune.knn_probe, heareval.score
+import torch, hear_contrastune.probes.knn, heareval.score
 print(json.dumps(memory()))
 """
 WRITER = """

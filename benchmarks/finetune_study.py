@@ -17,8 +17,9 @@ import numpy as np
 
 import eval_tasks
 from hear_contrastune.atomic import write_text
-from hear_contrastune.report import read_csv
-from hear_contrastune.tune import TuneConfig, tune
+from hear_contrastune.training.config import TuneConfig
+from hear_contrastune.training.loop import tune
+from hear_contrastune.training.run_log import read_csv
 
 # name -> (method, lr, backbone_lr_scale, head_lr_scale)
 GRID = {

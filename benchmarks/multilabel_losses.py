@@ -17,9 +17,11 @@ import click
 
 import eval_tasks
 from hear_contrastune.atomic import write_text
-from hear_contrastune.compare import PROBES, probe
+from hear_contrastune.comparison.compare import probe
+from hear_contrastune.comparison.layout import PROBES
 from hear_contrastune.embed import embed_tasks
-from hear_contrastune.tune import TuneConfig, tune
+from hear_contrastune.training.config import TuneConfig
+from hear_contrastune.training.loop import tune
 
 VARIANTS = {  # name -> (method, loss); None = the frozen encoder
     "frozen": None,

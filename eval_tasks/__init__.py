@@ -22,6 +22,8 @@ from eval_tasks import (
 from eval_tasks.layout import TaskPlan, is_complete, write_task
 from hear_contrastune.errors import UserError
 
+DEFAULT_SIZE = "full"
+
 
 @dataclass(frozen=True)
 class TaskBuilder:
@@ -43,7 +45,7 @@ def list_tasks() -> list[tuple[str, str]]:
     return [(b.name, b.description) for b in TASKS.values()]
 
 
-def plan_task(name: str, size: str = "full", seed: int = 0) -> TaskPlan:
+def plan_task(name: str, size: str = DEFAULT_SIZE, seed: int = 0) -> TaskPlan:
     """The plan `build` would render, with a one-line UserError for an unknown name or size."""
     if name not in TASKS:
         raise UserError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
@@ -52,12 +54,12 @@ def plan_task(name: str, size: str = "full", seed: int = 0) -> TaskPlan:
     return TASKS[name].plan(size, seed)
 
 
-def is_built(name: str, out_dir: Path, size: str = "full", seed: int = 0) -> bool:
+def is_built(name: str, out_dir: Path, size: str = DEFAULT_SIZE, seed: int = 0) -> bool:
     """True if out_dir/<name> already holds this exact build (so `build` would skip it)."""
     return is_complete(Path(out_dir) / name, plan_task(name, size, seed))
 
 
-def build(name: str, out_dir: Path, size: str = "full", seed: int = 0) -> Path:
+def build(name: str, out_dir: Path, size: str = DEFAULT_SIZE, seed: int = 0) -> Path:
     """Build task `name` at out_dir/<name> and return that path. A complete build of the same
     size and seed is kept; anything else there (partial, other size or seed) is replaced."""
     plan = plan_task(name, size, seed)

@@ -2,7 +2,7 @@
 
 Everything heareval and the tuner assume about the audio is verified file by file: each clip
 a split lists exists, is mono at the task's rate, exactly sample_duration long and not silent.
-The metadata, vocabulary and labels are checked by `hear_contrastune.task.load_task`.
+The metadata, vocabulary and labels are checked by `hear_contrastune.data.task.load_task`.
 """
 
 import os
@@ -12,8 +12,8 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
+from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
-from hear_contrastune.task import load_task
 
 # A clip whose peak stays below -60 dBFS is taken for silence (16-bit LSB is about -90 dBFS).
 SILENCE_PEAK = 1e-3

@@ -53,6 +53,11 @@ from hear_contrastune.errors import UserError
 VERSION = "import-v1"
 LABEL_SEPARATOR = ";"
 SPLIT_MODES = ("trainvaltest", "kfold")
+DEFAULT_FOLDS = 5
+# --duration none: every clip keeps its own length (sample_duration null, as FSD50K)
+KEEP_LENGTH = "none"
+DEFAULT_VALID_FRACTION = 0.15
+DEFAULT_TEST_FRACTION = 0.15
 EVALUATION = {"multiclass": ["top1_acc"], "multilabel": ["mAP", "d_prime", "aucroc"]}
 MAX_FOLDS = 99  # fold names are fold00..fold98; heareval sorts them as strings
 SHOW_SKIPPED = 5  # skipped files named in the summary; the rest are counted
@@ -363,10 +368,10 @@ def import_task(
     out_dir: Path,
     name: str | None = None,
     duration: float | None = None,
-    split: str = "trainvaltest",
-    folds: int = 5,
-    valid_fraction: float = 0.15,
-    test_fraction: float = 0.15,
+    split: str = SPLIT_MODES[0],
+    folds: int = DEFAULT_FOLDS,
+    valid_fraction: float = DEFAULT_VALID_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     seed: int = 0,
 ) -> ImportSummary:
     """Import SOURCE (a folder per class, or a `path,labels` CSV) as the HEAR task

@@ -16,10 +16,12 @@ from tqdm import tqdm
 
 from hear_contrastune.atomic import atomic_dir, write_json
 from hear_contrastune.backbones import is_backbone_spec
-from hear_contrastune.embedding_files import copy_task_files, write_split
+from hear_contrastune.data.audio import load_split_audio
+from hear_contrastune.data.embeddings import copy_task_files, write_split
+from hear_contrastune.data.hear_format import METADATA_FILE, is_hear_folder
+from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.hear_api import HearModel, get_scene_embeddings, load_model
-from hear_contrastune.task import load_split_audio, load_task
 
 MODEL_FILE = "embedding-model.json"
 
@@ -34,13 +36,13 @@ def model_name(model: str | os.PathLike[str]) -> str:
 
 def task_dirs(tasks_dir: Path) -> list[Path]:
     """The task folders under `tasks_dir` (or `tasks_dir` itself if it is one)."""
-    if (tasks_dir / "task_metadata.json").is_file():
+    if is_hear_folder(tasks_dir):
         return [tasks_dir]
     if not tasks_dir.is_dir():
         raise UserError(f"--tasks-dir {tasks_dir}: not a directory")
-    found = sorted(p for p in tasks_dir.iterdir() if (p / "task_metadata.json").is_file())
+    found = sorted(p for p in tasks_dir.iterdir() if is_hear_folder(p))
     if not found:
-        raise UserError(f"--tasks-dir {tasks_dir}: holds no task (no */task_metadata.json)")
+        raise UserError(f"--tasks-dir {tasks_dir}: holds no task (no */{METADATA_FILE})")
     return found
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from hear_contrastune.backbones import DEFAULT_BACKBONE, Backbone
-from hear_contrastune.checkpoint import load_backbone
+from hear_contrastune.training.checkpoint import load_backbone
 
 
 class HearModel(nn.Module):

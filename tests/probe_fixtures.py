@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hear_contrastune.embedding_files import write_split
+from hear_contrastune.data.embeddings import write_split
 
 
 def write_task(

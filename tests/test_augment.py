@@ -2,7 +2,7 @@
 
 import torch
 
-from hear_contrastune.augment import AugmentConfig, random_view
+from hear_contrastune.data.views import AugmentConfig, random_view
 
 
 def tone(seconds: float = 1.0, f0: float = 440.0) -> torch.Tensor:

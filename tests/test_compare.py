@@ -1,25 +1,28 @@
 """`contrastune compare` end to end on one tiny task: every method under every probe, the
 report drawn from results.json, and resume after an interrupted stage."""
 
-import json
 import shutil
+from dataclasses import replace
 
 import eval_tasks
-from hear_contrastune.compare import METHODS, PROBES, CompareConfig, compare
+from hear_contrastune.comparison.compare import CompareConfig, compare
+from hear_contrastune.comparison.layout import METHODS, PROBES
+from hear_contrastune.comparison.results import load_results
+from hear_contrastune.training.config import DEFAULTS
 
 
 def test_compare_runs_every_stage_reports_and_resumes(tmp_path):
     eval_tasks.build("gm-program", tmp_path / "tasks", size="small")
-    cfg = CompareConfig(tasks_dir=tmp_path / "tasks", backbone="resemblyzer", epochs=1,
-                        batch_size=8, grid="faster")
+    cfg = CompareConfig(tasks_dir=tmp_path / "tasks",
+                        tuning=replace(DEFAULTS, epochs=1, batch_size=8), grid="faster")
     run = tmp_path / "run"
     records = compare(cfg, run, device="cpu")
 
-    seen = {(r["method"], r["probe"]) for r in records}
+    seen = {(r.method, r.probe) for r in records}
     assert seen == {(m, p) for m in METHODS for p in PROBES} | {("finetune", "head")}
-    assert all(r["task"] == "gm-program" and r["metric"] == "top1_acc" for r in records)
-    assert all(0.0 <= r["score"] <= 1.0 for r in records)
-    assert json.loads((run / "results.json").read_text()) == records
+    assert all(r.task == "gm-program" and r.metric == "top1_acc" for r in records)
+    assert all(0.0 <= r.score <= 1.0 for r in records)
+    assert load_results(run / "results.json") == records
 
     report = (run / "report.md").read_text()
     html = (run / "index.html").read_text()
@@ -36,6 +39,6 @@ def test_compare_runs_every_stage_reports_and_resumes(tmp_path):
     stamp = frozen_scores.stat().st_mtime_ns
     again = compare(cfg, run, device="cpu")
     assert frozen_scores.stat().st_mtime_ns == stamp  # finished stages are not redone
-    assert {(r["method"], r["probe"]) for r in again} == seen
-    assert [r for r in again if r["method"] != "contrastive"] == \
-        [r for r in records if r["method"] != "contrastive"]
+    assert {(r.method, r.probe) for r in again} == seen
+    assert [r for r in again if r.method != "contrastive"] == \
+        [r for r in records if r.method != "contrastive"]

@@ -16,8 +16,8 @@ from torch import nn
 
 import eval_tasks
 import hear_contrastune
-from hear_contrastune import distributed
-from hear_contrastune.losses import JaccardSupConLoss
+from hear_contrastune.training import distributed
+from hear_contrastune.training.losses import JaccardSupConLoss
 from hear_contrastune.validate import validate
 
 WORLD = 2

@@ -10,9 +10,11 @@ import sys
 import numpy as np
 
 import eval_tasks
+from hear_contrastune.comparison.report.tables import summary_table
+from hear_contrastune.comparison.results import load_results
+from hear_contrastune.data.embeddings import open_embedded_task, read_split
 from hear_contrastune.embed import embed_tasks
-from hear_contrastune.embedding_files import open_embedded_task, read_split
-from hear_contrastune.knn_probe import run_knn_probe
+from hear_contrastune.probes.knn import run_knn_probe
 
 
 def test_embeddings_run_through_the_official_heareval_runner(tmp_path):
@@ -47,12 +49,13 @@ def test_quickstart_small(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((tmp_path / "qs" / "results.json").read_text())
-    assert set(results["rows"]) == {"resemblyzer (untuned)", "resemblyzer + SupCon tuning"}
-    for scores in results["rows"].values():
-        assert set(scores) == {"hear", "linear", "knn"}
-        assert all(0.0 <= v <= 1.0 for v in scores.values())
-    assert "| resemblyzer + SupCon tuning |" in done.stdout
+    # a preset of compare: its results.json, its report and its table
+    records = load_results(tmp_path / "qs" / "results.json")
+    assert {(r.method, r.probe) for r in records} == \
+        {(m, p) for m in ("frozen", "contrastive") for p in ("hear", "linear", "knn")}
+    assert all(0.0 <= r.score <= 1.0 for r in records)
+    assert (tmp_path / "qs" / "report.md").is_file()
+    assert done.stdout.rstrip().endswith(summary_table(records))
     # a finished main job reruns from its outputs in seconds
     again = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.splitlines()[-1] == done.stdout.splitlines()[-1]

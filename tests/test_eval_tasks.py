@@ -18,8 +18,8 @@ from eval_tasks import espeak, espeak_word, gm
 from eval_tasks.check import check_task
 from eval_tasks.layout import Clip, TaskPlan, is_complete, write_task
 from eval_tasks.soundfont import Note, Renderer
+from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
-from hear_contrastune.task import load_task
 
 HEAREVAL_KEYS = {
     "task_name", "version", "embedding_type", "prediction_type", "split_mode",

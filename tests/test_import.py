@@ -17,8 +17,8 @@ from eval_tasks.check import check_task
 from eval_tasks.importer import import_task
 from eval_tasks.soundfont import Note, Renderer
 from eval_tasks.splits import split_counts, stratify_multilabel
+from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
-from hear_contrastune.task import load_task
 
 CLASSES = {"piano": 0, "violin": 40, "flute": 73}
 

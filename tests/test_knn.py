@@ -5,9 +5,15 @@ import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
-from hear_contrastune import knn
 from hear_contrastune.errors import UserError
-from hear_contrastune.knn import KnnIndex, Neighbours, onednn_available, resolve_device, vote
+from hear_contrastune.probes import knn_search as knn
+from hear_contrastune.probes.knn_search import (
+    KnnIndex,
+    Neighbours,
+    onednn_available,
+    resolve_device,
+    vote,
+)
 
 GEMMS = ["mm", pytest.param("onednn", marks=pytest.mark.skipif(
     not onednn_available(), reason="torch without oneDNN"))]

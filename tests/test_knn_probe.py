@@ -11,10 +11,10 @@ from probe_fixtures import multiclass_task, write_task
 from sklearn.metrics import average_precision_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from hear_contrastune.embedding_files import open_embedded_task, read_split
+from hear_contrastune.data.embeddings import open_embedded_task, read_split
 from hear_contrastune.errors import UserError
-from hear_contrastune.knn_probe import OUTPUT_NAME, format_table, run_knn_probe
-from hear_contrastune.probe_protocol import aggregate_folds, fold_roles
+from hear_contrastune.probes.knn import OUTPUT_NAME, format_table, run_knn_probe
+from hear_contrastune.probes.protocol import aggregate_folds, fold_roles
 
 FOLDS = ["fold03", "fold00", "fold04", "fold01", "fold02"]  # unsorted on purpose
 
@@ -188,7 +188,7 @@ def test_file_and_option_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"test\.embeddings\.npy: 4 of 4"):
         run_knn_probe([task_dir])
     task_dir = fresh("dims")
-    from hear_contrastune.embedding_files import write_split
+    from hear_contrastune.data.embeddings import write_split
     write_split(task_dir, "test", np.zeros((4, 9), np.float32), [["c0"]] * 4)
     with pytest.raises(UserError, match=r"test\.embedding-dimensions\.json: 9 dimensions"):
         run_knn_probe([task_dir])
@@ -227,7 +227,7 @@ def test_file_and_option_errors(tmp_path: Path) -> None:
 
 def test_import_path_is_lean() -> None:
     """Importing the probe must not pull heareval.score's heavy stack (only scoring does)."""
-    code = ("import sys, hear_contrastune.knn_probe; "
+    code = ("import sys, hear_contrastune.probes.knn; "
             "print([m for m in ('heareval', 'sklearn', 'pandas', 'pytorch_lightning', 'scipy') "
             "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from probe_fixtures import multiclass_task, write_task
 
-from hear_contrastune.embedding_files import write_split
+from hear_contrastune.data.embeddings import write_split
 from hear_contrastune.errors import UserError
-from hear_contrastune.linear_probe import OUTPUT_NAME, linear_grid, run_linear_probe
+from hear_contrastune.probes.linear import OUTPUT_NAME, linear_grid, run_linear_probe
 
 # heareval / lightning 1.9 on torch 2.x warn a few hundred times per run (implicit softmax dim,
 # pin_memory without accelerator, pkg_resources...): theirs, not ours.

@@ -6,7 +6,7 @@ from pytorch_metric_learning.losses import SupConLoss
 from pytorch_metric_learning.miners import MultiSimilarityMiner
 
 from hear_contrastune.losses import JaccardSupConLoss
-from hear_contrastune.miners import JaccardMiner
+from hear_contrastune.training.miners import JaccardMiner
 
 # Six clips over four labels; clips 4 and 5 have no label.
 LABEL_SETS = [{0, 1}, {1}, {1, 2}, {3}, set(), set()]

@@ -2,7 +2,7 @@ import pytest
 import torch
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-from hear_contrastune.miners import JaccardMiner, jaccard_similarity
+from hear_contrastune.training.miners import JaccardMiner, jaccard_similarity
 
 
 def random_multi_hot(batch: int, num_labels: int, seed: int) -> torch.Tensor:

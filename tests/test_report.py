@@ -12,17 +12,17 @@ import pytest
 from PIL import Image
 from probe_fixtures import write_task
 
-from hear_contrastune.errors import UserError
-from hear_contrastune.knn_probe import run_knn_probe
-from hear_contrastune.report import (
-    PROBE_TITLES,
+from hear_contrastune.comparison.layout import TITLES as PROBE_TITLES
+from hear_contrastune.comparison.report import write_report
+from hear_contrastune.comparison.report.geometry import (
     alignment_uniformity,
     geometry,
     knn_purity,
     silhouette,
-    write_report,
 )
-from hear_contrastune.run_log import CsvLog
+from hear_contrastune.errors import UserError
+from hear_contrastune.probes.knn import run_knn_probe
+from hear_contrastune.training.run_log import CsvLog
 
 SEEDS = {"frozen": [0], "finetune": [0, 1], "contrastive": [0, 1]}
 NOISE = {"frozen": 2.0, "finetune": 1.2, "contrastive": 0.6}  # tighter clusters when tuned

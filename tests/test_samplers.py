@@ -4,8 +4,8 @@ import torch
 from pytorch_metric_learning.utils import common_functions as c_f
 from torch.utils.data import DataLoader, TensorDataset
 
+from hear_contrastune.data.samplers import MPerLabelSampler, SeededMPerClassSampler, make_sampler
 from hear_contrastune.errors import UserError
-from hear_contrastune.samplers import MPerLabelSampler, SeededMPerClassSampler, make_sampler
 
 
 def class_labels() -> np.ndarray:

@@ -1,5 +1,5 @@
-"""hear_contrastune.task on a real rendered task: reading it, and one-line errors for each
-way a task directory can be broken."""
+"""hear_contrastune.data.task and data.audio on a real rendered task: reading it, and one-line
+errors for each way a task directory can be broken."""
 
 import json
 import shutil
@@ -11,8 +11,9 @@ import pytest
 import soundfile as sf
 
 import eval_tasks
+from hear_contrastune.data.audio import load_split_audio, read_wav
+from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
-from hear_contrastune.task import load_split_audio, load_task, read_wav
 
 
 @pytest.fixture(scope="module")
@@ -162,5 +163,5 @@ def test_load_task_errors_are_one_line_naming_the_file(task_copy: Path, breakage
 
 
 def test_missing_directory(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no such task directory"):
+    with pytest.raises(UserError, match="no such directory"):
         load_task(tmp_path / "nope")

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ import torch
 import eval_tasks
 import hear_contrastune
 from hear_contrastune.errors import UserError
-from hear_contrastune.tune import TuneConfig, tune
+from hear_contrastune.training.config import TuneConfig
+from hear_contrastune.training.loop import tune
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,7 @@ def test_finetune_head_learns_at_its_own_rate_and_is_scored_on_valid(program_tas
     tune(small_config(program_task, method="finetune"), run, device="cpu")
     config = json.loads((run / "config.json").read_text())
     assert config["head_lr_scale"] == 100.0  # HEAD_LR_SCALE["finetune"], resolved and recorded
-    groups = torch.load(run / "state.pt", weights_only=False)["optimizer"]["param_groups"]
+    groups = torch.load(run / "state.pt", weights_only=True)["optimizer"]["param_groups"]
     initial = {g["name"]: g["initial_lr"] for g in groups}
     assert initial["head"] == pytest.approx(1e-2) and initial["pretrained"] == pytest.approx(3e-5)
     with open(run / "epochs.csv") as f:
@@ -101,4 +103,7 @@ def test_finetune_head_learns_at_its_own_rate_and_is_scored_on_valid(program_tas
     assert all(0.0 <= float(r["valid_head"]) <= 1.0 for r in rows)
     assert json.loads((tmp_path / "run" / "done.json").read_text())["best_epoch"] in (0, 1, 2)
     # contrastive tuning keeps lr for its projection head and logs no classifier score
-    assert TuneConfig(task_dir=str(program_task)).head_lr_scale == 1.0
+    assert TuneConfig(task_dir=str(program_task)).resolved().head_lr_scale == 1.0
+    # left unresolved until a run starts, so a config derived for another method gets its scale
+    derived = replace(TuneConfig(task_dir=str(program_task)), method="finetune")
+    assert derived.resolved().head_lr_scale == 100.0

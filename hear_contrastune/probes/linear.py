@@ -29,13 +29,15 @@ from typing import Any
 import torch
 
 from hear_contrastune.atomic import atomic_path, write_json
-from hear_contrastune.embedding_files import EmbeddedTask, open_embedded_task
+from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task
 from hear_contrastune.errors import UserError
-from hear_contrastune.probe_protocol import Roles, check_task, split_names
+from hear_contrastune.probes.hear_mlp import DEFAULT_GRID
+from hear_contrastune.probes.protocol import Roles, check_task, split_names
 
 OUTPUT_NAME = "test.linear-predicted-scores.json"
 PREDICTIONS_SUFFIX = ".linear-predictions.pkl"
-GRIDS = {"default": "PARAM_GRID", "fast": "FAST_PARAM_GRID", "faster": "FASTER_PARAM_GRID"}
+# heareval.predictions.task_predictions' attribute for each grid name
+GRID_ATTRS = {"default": "PARAM_GRID", "fast": "FAST_PARAM_GRID", "faster": "FASTER_PARAM_GRID"}
 # Grid entries that only shape hidden layers: without any, one value each keeps the grid from
 # holding identical linear models under different names.
 HIDDEN_ONLY = ("hidden_dim", "dropout", "hidden_norm", "norm_after_activation")
@@ -58,7 +60,7 @@ def linear_heareval() -> Iterator[ModuleType]:
     """heareval's task_predictions module with linear grids, restored on exit."""
     import heareval.predictions.task_predictions as tp  # heavy: lightning, pandas, sklearn
 
-    saved_grids = {name: getattr(tp, name) for name in GRIDS.values()}
+    saved_grids = {name: getattr(tp, name) for name in GRID_ATTRS.values()}
     saved_env = os.environ.get(WEIGHTS_ONLY_ENV)
     saved_det = (torch.are_deterministic_algorithms_enabled(),
                  torch.is_deterministic_algorithms_warn_only_enabled())
@@ -103,7 +105,7 @@ def scratch_view(task: EmbeddedTask, roles: list[Roles]) -> Iterator[Path]:
 
 def run_linear_probe(
     task_dirs: Sequence[str | Path],
-    grid: str = "default",
+    grid: str = DEFAULT_GRID,
     force: bool = False,
     grid_points: int = 8,
 ) -> list[dict[str, Any]]:
@@ -114,8 +116,8 @@ def run_linear_probe(
     whose output exists is skipped unless `force`. Every folder is opened and checked (splits
     readable, finite, same width, one label per multiclass clip) before any training.
     """
-    if grid not in GRIDS:
-        raise UserError(f"--grid {grid!r}: expected one of {', '.join(GRIDS)}")
+    if grid not in GRID_ATTRS:
+        raise UserError(f"--grid {grid!r}: expected one of {', '.join(GRID_ATTRS)}")
     if isinstance(grid_points, bool) or not isinstance(grid_points, int) or grid_points < 1:
         raise UserError(f"--grid-points {grid_points}: expected a whole number >= 1")
     tasks = [open_embedded_task(d) for d in task_dirs]

@@ -1,13 +1,17 @@
 """Metrics a researcher can plot: CSV files that survive a resume, and TensorBoard if installed.
 
 A resumed run first drops the rows after the epoch it resumes from, so every row in the file
-belongs to the run's one history.
+belongs to the run's one history. `read_csv` reads them back as columns (for the report and the
+studies in benchmarks/).
 """
 
 import csv
+import math
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 class CsvLog:
@@ -63,3 +67,18 @@ class RunLog:
             for k, v in metrics.items():
                 self.tb.add_scalar(f"epoch/{k}", v, epoch)
             self.tb.flush()
+
+
+def read_csv(path: Path) -> dict[str, np.ndarray]:
+    """A metrics CSV as float columns; empty cells (epoch 0's loss) become NaN."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = list(rows[0]) if rows else []
+
+    def number(text: str | None) -> float:
+        try:
+            return float(text) if text else math.nan
+        except ValueError:
+            return math.nan
+
+    return {c: np.array([number(r.get(c)) for r in rows], dtype=np.float64) for c in columns}

@@ -13,7 +13,7 @@ from pytorch_metric_learning.samplers import MPerClassSampler
 from pytorch_metric_learning.utils import common_functions as c_f
 from torch.utils.data import Sampler
 
-from .errors import UserError
+from hear_contrastune.errors import UserError
 
 
 @contextmanager

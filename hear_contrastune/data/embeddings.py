@@ -22,6 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from hear_contrastune.atomic import atomic_path, write_json
+from hear_contrastune.data.hear_format import (
+    METADATA_FILE,
+    VOCABULARY_FILE,
+    HearFolder,
+    read_folder,
+    split_file,
+)
 from hear_contrastune.errors import UserError
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -44,66 +51,21 @@ def write_split(
 def copy_task_files(task_dir: Path, out_dir: Path, splits: list[str]) -> None:
     """Copy the task's metadata, vocabulary and split files, as heareval's runner does."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = ["task_metadata.json", "labelvocabulary.csv"] + [f"{s}.json" for s in splits]
+    names = [METADATA_FILE, VOCABULARY_FILE] + [split_file(s) for s in splits]
     for name in names:
         with atomic_path(out_dir / name) as tmp:
             shutil.copyfile(task_dir / name, tmp)
 
 
 @dataclass(frozen=True)
-class EmbeddedTask:
-    """An embeddings folder's metadata, in the terms the probes need."""
-
-    path: Path
-    metadata: dict
-    vocabulary: list[str]
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("task_name", self.path.name))
-
-    @property
-    def splits(self) -> list[str]:
-        return list(self.metadata["splits"])
-
-    @property
-    def multilabel(self) -> bool:
-        return self.metadata["prediction_type"] == "multilabel"
+class EmbeddedTask(HearFolder):
+    """An embeddings folder: the task's metadata and vocabulary beside each split's embeddings."""
 
 
 def open_embedded_task(path: str | os.PathLike[str]) -> EmbeddedTask:
     """Open an embeddings folder, or say in one line why it is not one."""
     path = Path(path)
-    meta_file = path / "task_metadata.json"
-    if not path.is_dir():
-        raise UserError(f"{path}: not a directory")
-    if not meta_file.is_file() or not (path / "labelvocabulary.csv").is_file():
-        raise UserError(
-            f"{path}: not an embeddings directory (no task_metadata.json / labelvocabulary.csv)"
-        )
-    try:
-        metadata = json.loads(meta_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{meta_file}: not valid JSON ({e})") from None
-    for key in ("splits", "prediction_type"):
-        if key not in metadata:
-            raise UserError(f"{meta_file}: missing '{key}'")
-    if metadata.get("embedding_type", "scene") != "scene":
-        raise UserError(f"{meta_file}: embedding_type {metadata['embedding_type']!r}: "
-                        "only scene embeddings are supported")
-    return EmbeddedTask(path, metadata, read_vocabulary(path / "labelvocabulary.csv"))
-
-
-def read_vocabulary(path: Path) -> list[str]:
-    """Labels in index order from heareval's `idx,label` CSV."""
-    rows = [line.split(",", 1) for line in path.read_text().splitlines()[1:] if line.strip()]
-    try:
-        pairs = sorted((int(i), label) for i, label in rows)
-    except ValueError:
-        raise UserError(f"{path}: expected 'idx,label' rows") from None
-    if [i for i, _ in pairs] != list(range(len(pairs))):
-        raise UserError(f"{path}: indices are not 0..{len(pairs) - 1}")
-    return [label for _, label in pairs]
+    return EmbeddedTask(path, *read_folder(path, "an embeddings directory"))
 
 
 def read_split(task: EmbeddedTask, split: str) -> tuple[np.ndarray, list[list[str]]]:

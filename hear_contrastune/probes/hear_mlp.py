@@ -15,9 +15,11 @@ from pathlib import Path
 from hear_contrastune.errors import UserError
 
 SCORES_FILE = "test.predicted-scores.json"
+GRIDS = ("default", "fast", "faster")  # heareval's hyperparameter grids, largest first
+DEFAULT_GRID = "default"
 
 
-def hear_probe(emb_task_dir: Path, grid: str = "default") -> dict:
+def hear_probe(emb_task_dir: Path, grid: str = DEFAULT_GRID) -> dict:
     """Run heareval's predictions runner on one embeddings folder; return its test scores."""
     emb_task_dir = Path(emb_task_dir)
     if not (emb_task_dir / "prediction-done.json").exists():

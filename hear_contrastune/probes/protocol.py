@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from hear_contrastune.embedding_files import EmbeddedTask, read_split
+from hear_contrastune.data.embeddings import EmbeddedTask, read_split
 from hear_contrastune.errors import UserError
 
 KFOLD_MODES = ("new_split_kfold", "presplit_kfold")

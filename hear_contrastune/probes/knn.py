@@ -19,10 +19,18 @@ import numpy as np
 import torch
 
 from hear_contrastune.atomic import write_json
-from hear_contrastune.embedding_files import EmbeddedTask, open_embedded_task
+from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task
 from hear_contrastune.errors import UserError
-from hear_contrastune.knn import METRICS, WEIGHTINGS, KnnIndex, Neighbours, resolve_device, vote
-from hear_contrastune.probe_protocol import (
+from hear_contrastune.probes.knn_search import (
+    DEFAULT_TEMPERATURE,
+    METRICS,
+    WEIGHTINGS,
+    KnnIndex,
+    Neighbours,
+    resolve_device,
+    vote,
+)
+from hear_contrastune.probes.protocol import (
     aggregate_folds,
     check_prediction_type,
     fold_roles,
@@ -57,9 +65,9 @@ def check_options(
 def run_knn_probe(
     task_dirs: Sequence[str | Path],
     k_grid: Iterable[int] = DEFAULT_K_GRID,
-    metric: str = "cosine",
-    weighting: str = "uniform",
-    temperature: float = 0.07,
+    metric: str = METRICS[0],
+    weighting: str = WEIGHTINGS[0],
+    temperature: float = DEFAULT_TEMPERATURE,
     device: str | None = None,
     force: bool = False,
 ) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ k entries of a longer list are exactly the k nearest), and results do not depend
 the chunk size or the device.
 
 On the CPU the products go through torch's oneDNN fp32 linear kernel when it is there (and
-agrees with torch.mm on a self-test): on the 2-core AMD EPYC this was built on, torch.mm's MKL
+agrees with torch.mm on a self-test): measured on a 2-core AMD EPYC, torch.mm's MKL
 sgemm ran 1.5-2.8x slower (MKL takes its AVX2 path on AMD; oneDNN JITs AVX-512). Both are full
 fp32 (neighbour sets agreed on 99.99% of queries, the rest float32 near-ties); `gemm="mm"`
 forces torch.mm. The op is torch-internal (mkldnn::_linear_pointwise, inductor's CPU linear),
@@ -28,6 +28,8 @@ from hear_contrastune.errors import UserError
 METRICS = ("cosine", "euclidean")
 WEIGHTINGS = ("uniform", "similarity")
 GEMMS = ("auto", "onednn", "mm")
+# Votes weighted by exp(similarity / this) under weighting "similarity" (the DINO kNN's value).
+DEFAULT_TEMPERATURE = 0.07
 
 # Similarity buffer per chunk of queries: big enough for the GEMM to run at full speed, small
 # enough for the memory budget. On the CPU it also stays under glibc's largest mmap threshold
@@ -256,7 +258,7 @@ def _one_thread() -> Iterator[None]:
 
     The top-k and tie bookkeeping of a chunk are a dozen ops of 1-8 MB each. With other jobs on
     the cores, every parallel op waits (spinning) for a descheduled partner thread: measured on
-    the shared 2-core machine, the pruned top-k took 96 ms per chunk on 2 threads against 7 ms
+    a shared 2-core machine, the pruned top-k took 96 ms per chunk on 2 threads against 7 ms
     on one (torch.topk: 16 ms on 2, 12 on 1). On an idle machine one thread costs a few percent
     against the GEMM, which keeps every thread.
     """
@@ -308,8 +310,8 @@ def vote(
     neighbours: Neighbours,
     train_targets: torch.Tensor,
     k: int,
-    weighting: str = "uniform",
-    temperature: float = 0.07,
+    weighting: str = WEIGHTINGS[0],
+    temperature: float = DEFAULT_TEMPERATURE,
     n_classes: int | None = None,
 ) -> torch.Tensor:
     """Class (or label) scores [n_queries, n_classes] from the first k neighbours' votes.

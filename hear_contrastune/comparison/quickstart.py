@@ -1,0 +1,31 @@
+"""The main job, a preset of `compare`: build one task, then the frozen encoder and contrastive
+tuning under every probe, with compare's layout, results.json, report and table.
+
+    OUT/tasks/<task>/       the HEAR task (eval_tasks)
+    OUT/...                 a compare run (comparison.layout)
+"""
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import eval_tasks
+from hear_contrastune.comparison.compare import CompareConfig, compare
+from hear_contrastune.comparison.report.tables import summary_table
+from hear_contrastune.training.config import DEFAULTS, TuneConfig
+
+TASK = "gm-program"
+METHODS = ("frozen", "contrastive")
+# 20 epochs and heareval's fast grid: the whole job in about 5 minutes on a 2-core CPU
+TUNING = replace(DEFAULTS, epochs=20)
+GRID = "fast"
+
+
+def quickstart(out: Path, task: str = TASK, size: str = eval_tasks.DEFAULT_SIZE,
+               tuning: TuneConfig = TUNING, grid: str = GRID, device: str | None = None,
+               say: Callable[[str], None] = lambda _: None) -> str:
+    """Run every stage (each resumes) and return the results table."""
+    say(f"building task {task} ({size}) ...")
+    task_dir = eval_tasks.build(task, Path(out) / "tasks", size=size)
+    cfg = CompareConfig(tasks_dir=task_dir, tuning=tuning, grid=grid, methods=METHODS)
+    return summary_table(compare(cfg, Path(out), device, say))

@@ -1,0 +1,126 @@
+"""The comparison report of a `contrastune compare` run: which method's embeddings are better,
+and how tuning changed them.
+
+`write_report(run_dir)` reads what the run left (possibly only part of it) and writes
+RUN/report.md, RUN/index.html (opens from disk) and RUN/plots/*.png:
+
+1. probe scores per method, task and probe (mean ± std over seeds), from results.json;
+2. the geometry of each method's test embeddings (kNN label purity, silhouette, alignment,
+   uniformity), which says what the probes are scoring;
+3. plots: a 2-D PCA projection of the test embeddings, the kNN probe's validation score against
+   k, and the training curves of the tuned methods.
+
+The package reads in the order of the work: load, geometry, tables, plots, document; this
+module lays the report out from them.
+"""
+
+import re
+from pathlib import Path
+
+from hear_contrastune.atomic import atomic_dir, write_text
+from hear_contrastune.comparison.layout import method_key
+from hear_contrastune.comparison.report.document import (
+    Block,
+    Bullets,
+    Heading,
+    Paragraph,
+    Plot,
+    TableBlock,
+    html_page,
+    markdown,
+)
+from hear_contrastune.comparison.report.geometry import MEASURES, measure_embeddings
+from hear_contrastune.comparison.report.load import MAX_POINTS, Run, load_run, load_training
+from hear_contrastune.comparison.report.plots import (
+    plot_knn_curves,
+    plot_projections,
+    plot_training,
+)
+from hear_contrastune.comparison.report.tables import (
+    geometry_table,
+    results_tables,
+    training_table,
+)
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a task name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "task"
+
+
+def build_report(run: Run, plot_dir: Path) -> list[Block]:
+    """Measure, draw the plots into `plot_dir`, and lay out the report's blocks."""
+    embeddings = measure_embeddings(run)
+    training = load_training(run)
+    methods = sorted({r.method for r in run.records} | {e.method for e in run.embeddings},
+                     key=method_key)
+    seeds = sorted({r.seed for r in run.records} | {e.seed for e in run.embeddings})
+    tasks = sorted({r.task for r in run.records} | set(embeddings) | set(training))
+    blocks: list[Block] = [
+        Heading(1, f"Comparison report: {run.path.name}"),
+        Paragraph(f"{len(tasks)} task{'s' * (len(tasks) != 1)} ({', '.join(tasks) or 'none'}); "
+                  f"methods {', '.join(methods) or 'none'}; seeds "
+                  f"{', '.join(map(str, seeds)) or 'none'}."),
+        Heading(2, "Probe scores"),
+        Paragraph("Each task's primary test score (higher is better), mean ± sample std over "
+                  "seeds (just the mean for one seed). Bold: the best method in the column. "
+                  "The mean over tasks is ± the std over seeds of each seed's task average."),
+    ]
+    for title, table, note in results_tables(run.records):
+        blocks.append(TableBlock(table, title, note))
+    if embeddings:
+        blocks += [
+            Heading(2, "Embedding geometry"),
+            Paragraph(f"Measured on each method's test embeddings (all folds for k-fold tasks; "
+                      f"at most {MAX_POINTS} clips, the same random sample for every method), "
+                      "mean ± std over seeds. Bold: the best method in the column."),
+            Bullets([f"{m.title}: {m.meaning}" for m in MEASURES]),
+        ]
+        for task, summary in embeddings.items():
+            sample = (f", a sample of {MAX_POINTS} of {summary.n_clips} clips"
+                      if summary.n_clips > MAX_POINTS else f", {summary.n_clips} clips")
+            kind = "multilabel" if summary.multilabel else "multiclass"
+            blocks.append(TableBlock(geometry_table(summary), f"{task} ({kind}{sample})"))
+        blocks.append(Heading(2, "Test embeddings in 2-D"))
+        for task, summary in embeddings.items():
+            name = f"projection-{slug(task)}.png"
+            plot_projections(summary, task, plot_dir / name)
+            colour = ("by the clip's first label in vocabulary order (grey: no label)"
+                      if summary.multilabel else "by class")
+            blocks.append(Plot(f"plots/{name}", f"{task}: PCA of the L2-normalised test "
+                                f"embeddings of each method's lowest seed, coloured {colour}. "
+                                "The panel title gives the share of variance the two axes "
+                                "keep."))
+        curves = {t: s for t, s in embeddings.items() if s.knn_curves}
+        if curves:
+            blocks.append(Heading(2, "kNN probe: validation score vs k"))
+        for task, summary in curves.items():
+            name = f"knn-k-{slug(task)}.png"
+            plot_knn_curves(summary, task, plot_dir / name)
+            blocks.append(Plot(f"plots/{name}", f"{task}: the kNN probe's validation "
+                                f"{summary.knn_metric} at each k (mean over folds), mean over "
+                                "seeds with a ± std band; the probe tests at the best k."))
+    if training:
+        blocks += [Heading(2, "Training"), TableBlock(training_table(training))]
+        for task, by_method in training.items():
+            name = f"training-{slug(task)}.png"
+            plot_training(by_method, task, plot_dir / name)
+            blocks.append(Plot(f"plots/{name}", f"{task}: loss and validation score per "
+                                "epoch of each tuned method; one line style per seed."))
+    if run.notes:
+        blocks += [Heading(2, "Notes"), Bullets(run.notes)]
+    return blocks
+
+
+def write_report(run_dir: Path) -> tuple[Path, Path]:
+    """Write RUN/report.md, RUN/index.html and RUN/plots/ for a compare run; returns the two
+    pages. The plots folder is replaced whole and each page renamed into place, so a killed
+    report leaves the previous one intact."""
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    with atomic_dir(run_dir / "plots") as plot_dir:
+        blocks = build_report(run, plot_dir)
+    md, page = run_dir / "report.md", run_dir / "index.html"
+    write_text(md, markdown(blocks))
+    write_text(page, html_page(blocks, f"contrastune report: {run_dir.name}"))
+    return md, page

@@ -1,0 +1,160 @@
+"""What the report reads from a comparison run folder (comparison.layout), and what it could
+not read: a partial run still gets a report, with what is missing listed under "Notes"."""
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hear_contrastune.comparison.layout import (
+    MODELS_DIR,
+    RESULTS_FILE,
+    embeddings_root,
+    method_key,
+    parse_run_label,
+)
+from hear_contrastune.comparison.results import Record, load_results
+from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task, read_split
+from hear_contrastune.data.hear_format import is_hear_folder
+from hear_contrastune.errors import UserError
+from hear_contrastune.probes.protocol import label_matrix
+from hear_contrastune.training.run_log import read_csv
+
+# The pairwise measures and the scatter plots are O(n^2) / cluttered beyond this many clips; a
+# fixed random sample of the test clips (the same clips for every method) stands in for them.
+MAX_POINTS = 2000
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One (task, method, seed) folder: embeddings or a tuning run."""
+
+    task: str
+    method: str
+    seed: int
+    path: Path
+
+
+@dataclass
+class Run:
+    """Everything the report reads from a run folder, and what it could not read."""
+
+    path: Path
+    records: list[Record]
+    embeddings: list[RunFolder]
+    models: list[RunFolder]
+    notes: list[str] = field(default_factory=list)
+
+
+def find_embeddings(root: Path) -> list[RunFolder]:
+    """embeddings/<method>-seed<seed>/<task>/, keyed by the task's name in its metadata (the
+    name results.json uses)."""
+    found = []
+    for run_dir in sorted(root.iterdir()) if root.is_dir() else []:
+        label = parse_run_label(run_dir.name)
+        if not (label and run_dir.is_dir()):
+            continue
+        for task_dir in sorted(run_dir.iterdir()):
+            if is_hear_folder(task_dir):
+                name = task_dir.name
+                try:
+                    name = open_embedded_task(task_dir).name
+                except UserError:
+                    pass  # reported when its embeddings are read
+                found.append(RunFolder(name, *label, task_dir))
+    return found
+
+
+def find_models(root: Path, task_names: dict[str, str]) -> list[RunFolder]:
+    """models/<task folder>/<method>-seed<seed>/ holding an epochs.csv; `task_names` maps a
+    task folder's name to its metadata name where the embeddings tell it."""
+    found = []
+    for task_dir in sorted(root.iterdir()) if root.is_dir() else []:
+        for run_dir in sorted(task_dir.iterdir()) if task_dir.is_dir() else []:
+            label = parse_run_label(run_dir.name)
+            if label and (run_dir / "epochs.csv").is_file():
+                name = task_names.get(task_dir.name, task_dir.name)
+                found.append(RunFolder(name, *label, run_dir))
+    return found
+
+
+def load_run(run_dir: Path) -> Run:
+    """Find everything the report can use under `run_dir`."""
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: not a directory")
+    notes = []
+    results = run_dir / RESULTS_FILE
+    records = load_results(results) if results.is_file() else []
+    if not records:
+        notes.append("results.json is missing or empty: no probe scores to show.")
+    embeddings = find_embeddings(embeddings_root(run_dir))
+    task_names = {e.path.name: e.task for e in embeddings}
+    models = find_models(run_dir / MODELS_DIR, task_names)
+    return Run(run_dir, records, embeddings, models, notes)
+
+
+def test_points(task: EmbeddedTask) -> tuple[np.ndarray, np.ndarray, int]:
+    """The test clips' embeddings [n, d] and multi-hot labels [n, n_labels], at most MAX_POINTS
+    of them, and the number of clips there were. A k-fold task's folds are pooled (each clip is
+    a test clip in one fold). The sample depends only on the clip count, so every method gets
+    the same clips."""
+    names = ["test"] if "test" in task.splits else sorted(task.splits)
+    if not names:
+        raise UserError(f"{task.metadata_file}: lists no splits")
+    parts = [read_split(task, name) for name in names]
+    x = np.concatenate([p[0] for p in parts])
+    y = label_matrix([row for p in parts for row in p[1]], task.vocabulary)
+    n = len(x)
+    if n > MAX_POINTS:
+        keep = np.sort(np.random.default_rng(0).choice(n, MAX_POINTS, replace=False))
+        x, y = x[keep], y[keep]
+    return x, y, n
+
+
+def knn_curve(path: Path) -> tuple[str, dict[int, float]]:
+    """The kNN probe's primary score name and its validation score per k, averaged over folds
+    (over the k every fold tried: a small fold clips the grid)."""
+    doc = json.loads(path.read_text())
+    folds = [d["validation_scores"] for d in doc["knn"].values()]
+    ks = sorted(set.intersection(*(set(map(int, f)) for f in folds)))
+    return str(doc["primary_score"]), {
+        k: float(np.mean([f[str(k)] for f in folds])) for k in ks
+    }
+
+
+@dataclass
+class TrainingLog:
+    """One tuning run's epochs.csv and steps.csv (each with an epoch column; steps is an empty
+    dict where steps.csv is absent or empty)."""
+
+    seed: int
+    epochs: dict[str, np.ndarray]
+    steps: dict[str, np.ndarray]
+
+    @property
+    def valid_columns(self) -> list[str]:
+        """The validation scores logged: valid_knn (what selects the epoch) first, then e.g.
+        valid_head, the fine-tuned classifier's own score."""
+        return [c for c in self.epochs if c.startswith("valid")]
+
+    @property
+    def valid_column(self) -> str | None:
+        """The validation score that selects the epoch."""
+        return next(iter(self.valid_columns), None)
+
+
+def load_training(run: Run) -> dict[str, dict[str, list[TrainingLog]]]:
+    """task -> method -> one log per seed."""
+    logs: dict[str, dict[str, list[TrainingLog]]] = defaultdict(dict)
+    for folder in sorted(run.models, key=lambda f: (f.task, method_key(f.method), f.seed)):
+        epochs = read_csv(folder.path / "epochs.csv")
+        if "epoch" not in epochs:
+            run.notes.append(f"no epochs logged in {folder.path.relative_to(run.path)}")
+            continue
+        steps_file = folder.path / "steps.csv"
+        steps = read_csv(steps_file) if steps_file.is_file() else {}
+        log = TrainingLog(folder.seed, epochs, steps if "epoch" in steps else {})
+        logs[folder.task].setdefault(folder.method, []).append(log)
+    return dict(logs)

@@ -1,0 +1,176 @@
+"""HEAR's task-folder format, owned in one place: file names, metadata, label vocabulary.
+
+A task folder (hearpreprocess's output) and an embeddings folder (heareval's) share these:
+
+    task_metadata.json       task_name, embedding_type, prediction_type, split_mode,
+                             sample_duration, splits, evaluation, ...
+    labelvocabulary.csv      idx,label
+    <split>.json             {filename: [label, ...]}
+
+heareval reads them with bare asserts and KeyErrors; here every mistake is a one-line
+`UserError` naming the file, found when the folder is opened rather than hours into a run.
+`HearFolder` is what both kinds of folder have in common; `data.task.Task` adds the audio and
+`data.embeddings.EmbeddedTask` the embedding files.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from hear_contrastune.errors import UserError
+
+METADATA_FILE = "task_metadata.json"
+VOCABULARY_FILE = "labelvocabulary.csv"
+PREDICTION_TYPES = ("multiclass", "multilabel")
+KFOLD_MODES = ("new_split_kfold", "presplit_kfold")
+SPLIT_MODES = ("trainvaltest", *KFOLD_MODES)
+# The keys heareval's embedding and prediction runners index without a default.
+REQUIRED_KEYS = (
+    "task_name",
+    "embedding_type",
+    "prediction_type",
+    "split_mode",
+    "sample_duration",
+    "splits",
+    "evaluation",
+)
+# Characters that would need CSV quoting, which heareval's `idx,label` readers do not expect.
+FORBIDDEN_LABEL_CHARS = ',"\n\r'
+
+
+def split_file(split: str) -> str:
+    """The name of a split's label file."""
+    return f"{split}.json"
+
+
+def read_json(path: Path) -> object:
+    """A JSON file's contents, or one line saying why it cannot be read."""
+    if not path.is_file():
+        raise UserError(f"{path}: missing")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def check_metadata(meta_file: Path, metadata: object) -> dict:
+    """The metadata as a dict, or a UserError for the first thing heareval would trip on."""
+    if not isinstance(metadata, dict):
+        raise UserError(f"{meta_file}: expected a JSON object")
+    for key in REQUIRED_KEYS:
+        if key not in metadata:
+            raise UserError(f"{meta_file}: missing key '{key}'")
+    if metadata["embedding_type"] != "scene":
+        raise UserError(
+            f"{meta_file}: embedding_type {metadata['embedding_type']!r}: "
+            "only scene tasks are supported"
+        )
+    if metadata["prediction_type"] not in PREDICTION_TYPES:
+        raise UserError(
+            f"{meta_file}: prediction_type {metadata['prediction_type']!r}: "
+            f"expected one of {', '.join(PREDICTION_TYPES)}"
+        )
+    duration = metadata["sample_duration"]  # null: clips keep their own lengths (FSD50K)
+    if duration is not None and (isinstance(duration, bool)
+                                 or not isinstance(duration, int | float) or duration <= 0):
+        raise UserError(f"{meta_file}: sample_duration {duration!r}: expected seconds > 0 "
+                        "or null (clips of varying length)")
+    splits = metadata["splits"]
+    if (
+        not isinstance(splits, list)
+        or not splits
+        or not all(isinstance(s, str) and s for s in splits)
+    ):
+        raise UserError(f"{meta_file}: splits {splits!r}: expected a list of split names")
+    if len(set(splits)) != len(splits):
+        raise UserError(f"{meta_file}: splits {splits!r} repeat a name")
+    return metadata
+
+
+def read_vocabulary(path: Path) -> list[str]:
+    """Labels in index order from heareval's `idx,label` CSV, checked."""
+    if not path.is_file():
+        raise UserError(f"{path}: missing")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
+    rows = [line.split(",", 1) for line in text.splitlines()[1:] if line.strip()]
+    try:
+        pairs = sorted((int(i), label) for i, label in rows)
+    except ValueError:
+        raise UserError(f"{path}: expected 'idx,label' rows") from None
+    if [i for i, _ in pairs] != list(range(len(pairs))):
+        raise UserError(f"{path}: indices are not 0..{len(pairs) - 1}")
+    vocabulary = [label for _, label in pairs]
+    if not vocabulary:
+        raise UserError(f"{path}: no labels")
+    if len(set(vocabulary)) != len(vocabulary):
+        dup = next(x for x in vocabulary if vocabulary.count(x) > 1)
+        raise UserError(f"{path}: label {dup!r} appears twice")
+    return vocabulary
+
+
+def vocabulary_csv(vocabulary: list[str]) -> str:
+    """labelvocabulary.csv's text for labels in index order."""
+    return "idx,label\n" + "".join(f"{i},{label}\n" for i, label in enumerate(vocabulary))
+
+
+@dataclass(frozen=True)
+class HearFolder:
+    """What a task folder and an embeddings folder share: checked metadata and vocabulary."""
+
+    path: Path
+    metadata: dict
+    vocabulary: list[str]  # labels in index order
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["task_name"])
+
+    @property
+    def metadata_file(self) -> Path:
+        return self.path / METADATA_FILE
+
+    @property
+    def prediction_type(self) -> str:
+        return str(self.metadata["prediction_type"])
+
+    @property
+    def multilabel(self) -> bool:
+        return self.prediction_type == "multilabel"
+
+    @property
+    def kfold(self) -> bool:
+        return self.metadata["split_mode"] in KFOLD_MODES
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.metadata["splits"])
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds per clip, or None when clips keep their own lengths."""
+        d = self.metadata["sample_duration"]
+        return None if d is None else float(d)
+
+    @property
+    def evaluation(self) -> list[str]:
+        return list(self.metadata["evaluation"])
+
+
+def read_folder(path: Path, what: str) -> tuple[dict, list[str]]:
+    """Checked (metadata, vocabulary) of a HEAR folder; `what` names its kind in errors
+    ("a HEAR task directory", "an embeddings directory")."""
+    if not path.is_dir():
+        raise UserError(f"{path}: no such directory (expected {what})")
+    meta_file = path / METADATA_FILE
+    if not meta_file.is_file():
+        raise UserError(f"{meta_file}: missing (not {what})")
+    metadata = check_metadata(meta_file, read_json(meta_file))
+    return metadata, read_vocabulary(path / VOCABULARY_FILE)
+
+
+def is_hear_folder(path: Path) -> bool:
+    """Whether `path` looks like a HEAR task or embeddings folder (has task metadata)."""
+    return (path / METADATA_FILE).is_file()

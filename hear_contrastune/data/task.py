@@ -1,0 +1,81 @@
+"""A HEAR scene task as hearpreprocess writes it, opened and checked (see data.hear_format).
+
+    <task>/task_metadata.json, labelvocabulary.csv, <split>.json
+    <task>/<sample_rate>/<split>/<filename>     the clips, one wav per filename
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hear_contrastune.data.hear_format import HearFolder, read_folder, read_json, split_file
+from hear_contrastune.errors import UserError
+
+SAMPLE_RATE = 16000  # the rate every built-in backbone takes, and hearpreprocess writes
+
+
+@dataclass(frozen=True)
+class Task(HearFolder):
+    """A HEAR scene task: metadata, vocabulary and each split's labels, all validated."""
+
+    sample_rate: int = SAMPLE_RATE
+    split_labels: dict[str, dict[str, list[str]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    @property
+    def num_samples(self) -> int | None:
+        """Samples per clip at this task's sample rate; None when clips vary in length."""
+        return None if self.duration is None else round(self.duration * self.sample_rate)
+
+    def examples(self, split: str) -> list[tuple[str, list[str]]]:
+        """(filename, labels) pairs of one split, sorted by filename so order never depends
+        on how the JSON was written."""
+        if split not in self.split_labels:
+            raise UserError(f"{self.path}: no split {split!r} (splits: {', '.join(self.splits)})")
+        return [(f, list(labels)) for f, labels in sorted(self.split_labels[split].items())]
+
+    def wav_path(self, split: str, filename: str) -> Path:
+        return self.path / str(self.sample_rate) / split / filename
+
+
+def _read_split(path: Path, vocab: set[str], multiclass: bool) -> dict[str, list[str]]:
+    """One split's {filename: labels}; labels are strings, as heareval compares them."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object of filename -> label list")
+    out: dict[str, list[str]] = {}
+    for filename, labels in data.items():
+        if not isinstance(labels, list):
+            raise UserError(f"{path}: {filename}: expected a list of labels, got {labels!r}")
+        labels = [str(x) for x in labels]
+        unknown = [x for x in labels if x not in vocab]
+        if unknown:
+            raise UserError(
+                f"{path}: {filename}: label {unknown[0]!r} is not in labelvocabulary.csv"
+            )
+        if multiclass and len(labels) != 1:
+            raise UserError(
+                f"{path}: {filename}: {len(labels)} labels in a multiclass task (need exactly 1)"
+            )
+        out[filename] = labels
+    return out
+
+
+def load_task(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> Task:
+    """Open a HEAR task directory, or say in one line what is wrong with it."""
+    path = Path(path)
+    metadata, vocabulary = read_folder(path, "a HEAR task directory")
+    audio_root = path / str(sample_rate)
+    if not audio_root.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+        raise UserError(
+            f"{audio_root}: missing (no audio at {sample_rate} Hz; "
+            f"found: {', '.join(found) or 'none'})"
+        )
+    multiclass = metadata["prediction_type"] == "multiclass"
+    split_labels = {
+        split: _read_split(path / split_file(split), set(vocabulary), multiclass)
+        for split in metadata["splits"]
+    }
+    return Task(path, metadata, vocabulary, sample_rate, split_labels)

@@ -1,0 +1,58 @@
+"""What defines a tuning run: the one source of every tuning default.
+
+`TuneConfig` is what `tune`, `finetune` and `compare` run and what `config.json` records; the
+CLI reads its option defaults from here, and `compare` derives each of its runs from one
+`TuneConfig` with `dataclasses.replace`.
+"""
+
+from dataclasses import dataclass, field, replace
+
+from hear_contrastune.backbones import DEFAULT_BACKBONE
+from hear_contrastune.data.views import AugmentConfig
+
+METHODS = ("contrastive", "finetune")
+CONTRASTIVE_LOSSES = ("supcon", "jaccard-supcon", "any-shared-supcon")
+LOSSES = ("auto", *CONTRASTIVE_LOSSES, "ce", "bce")
+PRECISIONS = ("fp32", "bf16", "fp16")
+# The head's learning rate is lr * this unless set. A new classifier on a pretrained encoder
+# needs a far larger step than the encoder: at 1x its cross-entropy stayed at ln(classes) for
+# the whole budget (benchmarks/finetune_study.py has the valid-split study behind the value).
+HEAD_LR_SCALE = {"contrastive": 1.0, "finetune": 100.0}
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Everything that defines a tuning run; a run folder holds exactly one."""
+
+    task_dir: str = ""
+    backbone: str = DEFAULT_BACKBONE
+    method: str = "contrastive"
+    epochs: int = 30
+    batch_size: int = 64
+    m_per_class: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    # pretrained weights learn at lr * this. At 1.0, lr 1e-4, tuning Resemblyzer's LSTM was
+    # unstable in one of two identical runs (valid kNN 0.69 -> 0.53); at 0.3 it was steady.
+    backbone_lr_scale: float = 0.3
+    head_lr_scale: float | None = None  # the head learns at lr * this; None: HEAD_LR_SCALE
+    grad_clip: float = 1.0  # max gradient norm of the backbone; 0 turns clipping off
+    temperature: float = 0.1
+    loss: str = "auto"
+    proj_dim: int = 128
+    seed: int = 0
+    accumulate: int = 1  # batches per optimiser step (each batch keeps its own negatives)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast, CUDA only)
+    compile: bool = False  # torch.compile the backbone + head
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def resolved(self) -> "TuneConfig":
+        """This run with its method's head learning-rate scale filled in, as config.json records
+        it. Left unresolved until the run starts, so `replace(cfg, method=...)` picks the new
+        method's scale."""
+        if self.head_lr_scale is not None or self.method not in HEAD_LR_SCALE:
+            return self
+        return replace(self, head_lr_scale=HEAD_LR_SCALE[self.method])
+
+
+DEFAULTS = TuneConfig()

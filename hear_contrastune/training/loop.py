@@ -1,0 +1,264 @@
+"""Tuning a backbone on a HEAR task's train split: contrastively, or by vanilla fine-tuning.
+
+The loop, as in SupContrast's main_supcon.py: build the run, then per epoch train one epoch
+(two random views of every clip -> backbone -> pooled embedding -> head -> loss), evaluate
+on valid, save. The method decides only the head and the loss (training.objective); data,
+sampler, views, optimiser, schedule, epochs and model selection are shared. The best epoch's
+backbone is kept as a HEAR checkpoint (`best.pt`; for finetune it also holds the classifier,
+whose own test score `compare` reports). Epoch 0 is the untuned encoder, so a run never returns
+something worse than what it started from.
+
+Run folder: config.json (what defines the run), state.pt (resume point, rewritten every epoch),
+best.pt, steps.csv / epochs.csv (and TensorBoard), done.json (written last: the run finished).
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from hear_contrastune.atomic import write_json
+from hear_contrastune.backbones import Backbone, build_backbone
+from hear_contrastune.data.audio import load_split_audio
+from hear_contrastune.data.samplers import make_sampler
+from hear_contrastune.data.task import Task, load_task
+from hear_contrastune.data.views import random_view
+from hear_contrastune.errors import UserError
+from hear_contrastune.hear_api import HearModel
+from hear_contrastune.training import distributed
+from hear_contrastune.training.checkpoint import save_checkpoint
+from hear_contrastune.training.config import METHODS, PRECISIONS, TuneConfig
+from hear_contrastune.training.objective import make_head, make_loss, targets_for
+from hear_contrastune.training.run_log import RunLog
+from hear_contrastune.training.selection import score
+from hear_contrastune.training.state import TrainingState
+
+
+@dataclass
+class Run:
+    """Everything one tuning run works with, built once before the first epoch."""
+
+    cfg: TuneConfig
+    out: Path
+    task: Task
+    ranks: distributed.Ranks
+    device: str
+    amp: torch.dtype | None
+    data: dict[str, tuple[Tensor, Tensor]]  # split -> (audio on the device, targets)
+    backbone: Backbone
+    head: nn.Module
+    step_fn: nn.Module  # backbone + head, under DDP and torch.compile when asked
+    loss_fn: nn.Module
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator  # this rank's view generator
+    state: TrainingState
+    log: RunLog | None  # rank 0 only
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task.multilabel
+
+    @property
+    def classifier(self) -> nn.Module | None:
+        """The head when it is a classifier whose own score is worth logging."""
+        return self.head if self.cfg.method == "finetune" else None
+
+
+def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
+    """Tune, resuming a killed run from its last finished epoch; return the best checkpoint.
+
+    Under torchrun, every rank runs this; see training.distributed.
+    """
+    out = Path(out)
+    run = build_run(cfg.resolved(), out, device)
+    if run is None:
+        return out / "best.pt"
+    start(run)
+    t_start = time.time()
+    for epoch in range(run.state.epoch + 1, run.cfg.epochs + 1):
+        t0 = time.time()
+        losses = train_one_epoch(run, epoch)
+        # every rank's view-generator state, so a resumed run draws the same views on each rank
+        run.state.generators = distributed.gather_objects(run.gen.get_state(), run.ranks)
+        if run.ranks.main:
+            evaluate_and_save(run, epoch, losses, time.time() - t0)
+        distributed.barrier(run.ranks)
+    if run.ranks.main:
+        write_json(out / "done.json", {"best_epoch": run.state.best_epoch,
+                                       "best_valid_knn": run.state.best,
+                                       "seconds": time.time() - t_start,
+                                       "processes": run.ranks.world})
+    distributed.barrier(run.ranks)
+    return out / "best.pt"
+
+
+def build_run(cfg: TuneConfig, out: Path, device: str | None) -> Run | None:
+    """Open the run folder and build data, model, loss and optimiser; None if already done."""
+    if not cfg.task_dir:
+        raise UserError("--task-dir: needed to tune")
+    task = load_task(cfg.task_dir)
+    if cfg.method not in METHODS:
+        raise UserError(f"method {cfg.method!r}: choose from {', '.join(METHODS)}")
+    ranks, device = distributed.init(device)
+    distributed.check_batch(cfg.batch_size, ranks)
+    amp = autocast_dtype(cfg.precision, device)
+    if ranks.main:
+        open_run(out, cfg)
+    distributed.barrier(ranks)
+    if (out / "done.json").exists():
+        return None
+    torch.manual_seed(cfg.seed)
+    for split in ("train", "valid"):
+        if split not in task.splits:
+            raise UserError(f"{task.path}: tuning needs train and valid splits, has {task.splits}")
+    data = {}
+    for split in ("train", "valid"):
+        audio, labels = load_split_audio(task, split)
+        targets = targets_for(task.vocabulary, labels, task.multilabel)
+        data[split] = (torch.from_numpy(audio).to(device), targets.to(device))
+
+    backbone = build_backbone(cfg.backbone).to(device)
+    backbone.check_trainable()
+    head = make_head(cfg, backbone.embedding_size, len(task.vocabulary)).to(device)
+    net = nn.Sequential(backbone, head)  # what trains; the checkpoint keeps only the backbone
+    if ranks.world > 1:
+        net = nn.parallel.DistributedDataParallel(net)
+    step_fn = torch.compile(net) if cfg.compile else net
+    loss_fn = make_loss(cfg.loss, cfg.method, task.multilabel, cfg.temperature)
+    # checks --batch-size / --m-per-class now; each epoch then draws its own sampler, seeded by
+    # the epoch, so a resumed run sees the batches an uninterrupted one would have
+    sampler = make_sampler(data["train"][1], cfg.batch_size, cfg.m_per_class, cfg.seed)
+    groups = backbone.param_groups()  # pretrained weights may learn slower than new ones
+    for group in groups:
+        group["lr"] = cfg.lr * (cfg.backbone_lr_scale if group["name"] == "pretrained" else 1)
+    groups.append({"name": "head", "params": list(head.parameters()),
+                   "lr": cfg.lr * cfg.head_lr_scale})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(sampler) // cfg.accumulate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps_per_epoch)
+    valid_fields = ["valid_knn", "valid_head"] if cfg.method == "finetune" else ["valid_knn"]
+    return Run(
+        cfg=cfg, out=out, task=task, ranks=ranks, device=device, amp=amp, data=data,
+        backbone=backbone, head=head, step_fn=step_fn, loss_fn=loss_fn,
+        scaler=torch.amp.GradScaler(enabled=amp == torch.float16),
+        gen=torch.Generator(device=device).manual_seed(cfg.seed * 1000 + ranks.rank),
+        state=TrainingState(backbone, head, optimizer, schedule),
+        log=RunLog(out, ["loss", "lr", "clips_per_s"], ["loss", *valid_fields, "seconds"])
+        if ranks.main else None,
+    )
+
+
+def start(run: Run) -> None:
+    """Resume from state.pt (every rank from the same state), or score the untuned encoder."""
+    state_file = run.out / "state.pt"
+    if state_file.exists():
+        run.state.load(state_file, run.device)
+        generators = run.state.generators  # one per rank of the killed run
+        run.gen.set_state(generators[run.ranks.rank % len(generators)]
+                          .to(run.gen.get_state().device))
+        if run.log:
+            run.log.resume_after(run.state.epoch)
+    elif run.ranks.main:
+        valid = evaluate(run)
+        run.state.best = valid["valid_knn"]
+        run.log.resume_after(-1)
+        run.log.epoch(0, loss="", **valid, seconds=0.0)
+        save_best(run, 0)
+
+
+def train_one_epoch(run: Run, epoch: int) -> list[float]:
+    """One pass over the epoch's batches; returns each batch's loss."""
+    cfg, state = run.cfg, run.state
+    run.step_fn.train()
+    train_audio, train_targets = run.data["train"]
+    sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed + epoch)
+    t0, losses = time.time(), []
+    bar = tqdm(sampler, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
+               disable=not run.ranks.main)
+    for i, batch in enumerate(bar):
+        idx = run.ranks.share(batch)
+        x, y = train_audio[idx], train_targets[idx]
+        views = torch.cat([random_view(x, cfg.augment, run.gen),
+                           random_view(x, cfg.augment, run.gen)])
+        with torch.autocast(run.device.split(":")[0], dtype=run.amp, enabled=run.amp is not None):
+            z = run.step_fn(views)
+        z = distributed.gather(z.float(), run.ranks)  # the loss sees the global batch
+        loss = run.loss_fn(z, distributed.gather(torch.cat([y, y]), run.ranks))
+        run.scaler.scale(loss / cfg.accumulate).backward()
+        if (i + 1) % cfg.accumulate == 0:
+            if cfg.grad_clip > 0:  # recurrent backbones blow up without it; the head's
+                run.scaler.unscale_(state.optimizer)  # gradient is left alone, so it still learns
+                nn.utils.clip_grad_norm_(run.backbone.parameters(), cfg.grad_clip)
+            run.scaler.step(state.optimizer)
+            run.scaler.update()
+            state.optimizer.zero_grad(set_to_none=True)
+            state.schedule.step()
+        losses.append(loss.item())
+        clips_per_s = (i + 1) * len(batch) * 2 / (time.time() - t0)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", clips_s=f"{clips_per_s:.0f}")
+        if run.log:
+            run.log.step(epoch, (epoch - 1) * len(sampler) + i, loss=losses[-1],
+                         lr=state.schedule.get_last_lr()[0], clips_per_s=clips_per_s)
+    state.optimizer.zero_grad(set_to_none=True)  # a partial accumulation does not carry over
+    return losses
+
+
+def evaluate(run: Run) -> dict[str, float]:
+    """This epoch's valid scores of the backbone alone (training.selection)."""
+    return score(run.backbone, HearModel(run.backbone), run.data, run.multilabel, run.classifier)
+
+
+def evaluate_and_save(run: Run, epoch: int, losses: list[float], seconds: float) -> None:
+    """Rank 0, after an epoch: score valid, log, keep the best checkpoint, write the state."""
+    valid = evaluate(run)
+    run.log.epoch(epoch, loss=float(np.mean(losses)), **valid, seconds=seconds)
+    tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  "
+               + "  ".join(f"{k} {v:.4f}" for k, v in valid.items()))
+    state = run.state
+    if valid["valid_knn"] > state.best:
+        state.best, state.best_epoch = valid["valid_knn"], epoch
+        save_best(run, epoch)
+    state.epoch = epoch
+    state.save(run.out / "state.pt")
+
+
+def save_best(run: Run, epoch: int) -> None:
+    """Write the backbone as `best.pt`; a fine-tuned one keeps its classifier in the meta."""
+    cfg = run.cfg
+    meta = {"task": run.task.name, "epoch": epoch, "valid_knn": run.state.best,
+            "config": asdict(cfg)}
+    if cfg.method == "finetune":  # the classifier belongs to the result; a projection does not
+        meta["head"] = {k: v.detach().cpu() for k, v in run.head.state_dict().items()}
+    save_checkpoint(run.out / "best.pt", run.backbone, meta)
+
+
+def open_run(out: Path, cfg: TuneConfig) -> None:
+    """Create the run folder, or accept it if it holds this same run; refuse another run's."""
+    config_file = out / "config.json"
+    wanted = json.loads(json.dumps(asdict(cfg)))
+    if config_file.exists():
+        held = json.loads(config_file.read_text())
+        if held != wanted:
+            diff = sorted(k for k in wanted if held.get(k) != wanted[k])
+            raise UserError(f"{out}: already holds a different run (differs in {', '.join(diff)});"
+                            " choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not a tuning run folder; choose another --out")
+    else:
+        write_json(config_file, wanted)
+
+
+def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
+    """The autocast dtype for --precision; mixed precision is a CUDA feature here."""
+    if precision == "fp32":
+        return None
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    if not device.startswith("cuda"):
+        raise UserError(f"--precision {precision} needs a CUDA device (this run is on {device})")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
