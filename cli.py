@@ -4,6 +4,7 @@ Each command is a thin wrapper over one module of the package; user mistakes sur
 line (`error: ...`, exit 2), never a traceback.
 """
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import eval_tasks
 from eval_tasks import importer
 from hear_contrastune.comparison import quickstart as quickstart_preset
 from hear_contrastune.comparison.layout import METHODS, PROBES
+from hear_contrastune.embed import DEFAULT_WORKERS
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
 from hear_contrastune.probes.knn_search import DEFAULT_TEMPERATURE, METRICS, WEIGHTINGS
@@ -22,6 +24,7 @@ from hear_contrastune.training.config import (
     CONTRASTIVE_LOSSES,
     HEAD_LR_SCALE,
     PRECISIONS,
+    VARIABLE_CLIP_SECONDS,
     TuneConfig,
 )
 from hear_contrastune.training.config import DEFAULTS as D
@@ -44,6 +47,7 @@ def main() -> None:
     probes."""
     import torch
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the run notes, on stderr
     # Decaying notes reach float32's denormal range, where CPU LSTMs and convolutions crawl.
     torch.set_flush_denormal(True)
 
@@ -97,6 +101,9 @@ def with_options(*options: Callable) -> Callable:
     return apply
 
 
+WORKERS = click.option("--workers", default=DEFAULT_WORKERS, show_default=True,
+                       type=click.IntRange(min=0),
+                       help="DataLoader processes decoding audio (0: in the main process).")
 DEVICE = click.option("--device", default=None,
                       help="cpu, cuda, cuda:1 ... (default: cuda if present; under torchrun, "
                            "each process's local GPU)")
@@ -135,6 +142,15 @@ def tuning_options(d: TuneConfig) -> tuple[Callable, ...]:
         click.option("--precision", default=d.precision, show_default=True,
                      type=click.Choice(PRECISIONS), help="Mixed-precision autocast (CUDA only)."),
         click.option("--compile", is_flag=True, help="torch.compile the backbone and head."),
+        click.option("--clip-seconds", default=d.clip_seconds,
+                     type=click.FloatRange(min=0, min_open=True),
+                     help="Training crop length: shorter clips are zero-padded, longer ones "
+                          "randomly cropped (default: the task's clip length, or "
+                          f"{VARIABLE_CLIP_SECONDS:g} s when clips vary in length)."),
+        click.option("--select-max-clips", default=d.select_max_clips, show_default=True,
+                     type=click.IntRange(min=2),
+                     help="Model selection's valid kNN uses at most this many train and valid "
+                          "clips each (a seeded sample, the same every epoch)."),
     )
 
 
@@ -150,29 +166,33 @@ CONTRASTIVE = (
 RUN = (
     click.option("--task-dir", required=True, type=click.Path(path_type=Path),
                  help="A HEAR task folder (task_metadata.json, <split>.json, 16000/...)."),
+    click.option("--fold", default=D.fold,
+                 help="k-fold tasks: the test fold (e.g. fold00); trains on the others but the "
+                      "next one, which validates, as heareval assigns them."),
     click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder."),
     click.option("--seed", default=D.seed, show_default=True, type=int),
 )
 
 
-def run_training(method: str, task_dir: Path, out: Path, device: str | None, **options) -> None:
+def run_training(method: str, task_dir: Path, out: Path, device: str | None, workers: int,
+                 **options) -> None:
     from hear_contrastune.training.loop import tune
 
     cfg = TuneConfig(task_dir=str(task_dir), method=method, **options)
-    best = tune(cfg, out, device)
+    best = tune(cfg, out, device, workers)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
         click.echo(f"best checkpoint: {best}")
 
 
 @main.command()
-@with_options(*RUN, *tuning_options(D), *CONTRASTIVE, DEVICE)
+@with_options(*RUN, *tuning_options(D), *CONTRASTIVE, WORKERS, DEVICE)
 def tune(**options) -> None:
     """Contrastively tune a backbone on a task; keeps the best epoch as OUT/best.pt."""
     run_training("contrastive", **options)
 
 
 @main.command()
-@with_options(*RUN, *tuning_options(D), DEVICE)
+@with_options(*RUN, *tuning_options(D), WORKERS, DEVICE)
 def finetune(**options) -> None:
     """Vanilla fine-tuning baseline: backbone + linear classifier, cross-entropy (BCE for
     multilabel), with tune's data, views, optimiser and model selection."""
@@ -186,12 +206,14 @@ def finetune(**options) -> None:
               help="A folder of HEAR tasks, or one task folder.")
 @click.option("--out", default="embeddings", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Model folder name under OUT (default: from --model).")
+@WORKERS
 @click.option("--device", default=None)
-def embed(model: str, tasks_dir: Path, out: Path, name: str | None, device: str | None) -> None:
+def embed(model: str, tasks_dir: Path, out: Path, name: str | None, workers: int,
+          device: str | None) -> None:
     """Write heareval's embeddings layout (OUT/<name>/<task>) for every task."""
     from hear_contrastune.embed import embed_tasks
 
-    for d in embed_tasks(model, tasks_dir, out, name, device):
+    for d in embed_tasks(model, tasks_dir, out, name, device, workers):
         click.echo(str(d))
 
 
@@ -317,9 +339,13 @@ def subset(option: str, value: str, allowed: tuple[str, ...]) -> tuple[str, ...]
               help=f"Comma-separated subset of {', '.join(PROBES)}.")
 @click.option("--methods", default=",".join(METHODS), show_default=True,
               help=f"Comma-separated subset of {', '.join(METHODS)}.")
+@click.option("--folds", default="",
+              help="k-fold tasks: comma-separated test folds to run (names like fold00, or "
+                   "indices) for a quick run; default all. The report marks a subset.")
+@WORKERS
 @DEVICE
 def compare(tasks_dir: Path, out: Path, seeds: int, grid: str, probes: str, methods: str,
-            device: str | None, **tuning) -> None:
+            folds: str, workers: int, device: str | None, **tuning) -> None:
     """Frozen vs vanilla fine-tuning vs contrastive tuning under every probe, with a report."""
     from hear_contrastune.comparison.compare import CompareConfig
     from hear_contrastune.comparison.compare import compare as run_compare
@@ -327,8 +353,9 @@ def compare(tasks_dir: Path, out: Path, seeds: int, grid: str, probes: str, meth
 
     cfg = CompareConfig(tasks_dir=tasks_dir, tuning=TuneConfig(**tuning), seeds=seeds, grid=grid,
                         probes=subset("probes", probes, PROBES),
-                        methods=subset("methods", methods, METHODS))
-    records = run_compare(cfg, out, device, say=click.echo)
+                        methods=subset("methods", methods, METHODS),
+                        folds=tuple(f.strip() for f in folds.split(",") if f.strip()))
+    records = run_compare(cfg, out, device, workers, say=click.echo)
     click.echo(summary_table(records))
 
 
@@ -342,14 +369,15 @@ def compare(tasks_dir: Path, out: Path, seeds: int, grid: str, probes: str, meth
 @click.option("--grid", default=quickstart_preset.GRID, show_default=True,
               type=click.Choice(GRIDS),
               help="heareval's hyperparameter grid for the HEAR MLP and linear probes.")
+@WORKERS
 @DEVICE
-def quickstart(out: Path, task: str, size: str, grid: str, device: str | None,
+def quickstart(out: Path, task: str, size: str, grid: str, workers: int, device: str | None,
                **tuning) -> None:
     """The main job: build a task, probe the untuned encoder, tune it, probe it again (a preset
     of `compare`: frozen and contrastive, one task, one seed)."""
     from hear_contrastune.comparison.quickstart import quickstart as run_quickstart
 
-    click.echo(run_quickstart(out, task, size, TuneConfig(**tuning), grid, device,
+    click.echo(run_quickstart(out, task, size, TuneConfig(**tuning), grid, device, workers,
                               say=click.echo))
 
 

@@ -7,8 +7,10 @@ complete one is skipped, so a killed run resumes.
 """
 
 import json
+import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -16,14 +18,19 @@ from tqdm import tqdm
 
 from hear_contrastune.atomic import atomic_dir, write_json
 from hear_contrastune.backbones import is_backbone_spec
-from hear_contrastune.data.audio import load_split_audio
 from hear_contrastune.data.embeddings import copy_task_files, write_split
 from hear_contrastune.data.hear_format import METADATA_FILE, is_hear_folder
+from hear_contrastune.data.loading import ClipDataset, clip_batches, length_batches
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.hear_api import HearModel, get_scene_embeddings, load_model
 
 MODEL_FILE = "embedding-model.json"
+# DataLoader worker processes decoding clips: decoding is light next to the encoder, and on a
+# 2-core machine more workers only take cores from it (benchmarks/bench_data.py measures this).
+DEFAULT_WORKERS = 1
+PROGRESS_MIN_CLIPS = 200  # fewer clips than this embed without a progress bar
+log = logging.getLogger(__name__)
 
 
 def model_name(model: str | os.PathLike[str]) -> str:
@@ -46,24 +53,45 @@ def task_dirs(tasks_dir: Path) -> list[Path]:
     return found
 
 
-def embed_task(model: HearModel, model_id: str, task_dir: Path, out_dir: Path) -> Path:
+def embed_clips(model: HearModel, dataset: ClipDataset, indices: Sequence[int] | None = None,
+                workers: int = DEFAULT_WORKERS, desc: str = "") -> torch.Tensor:
+    """Scene embeddings [n, d] of the dataset's clips (all, or `indices`, in that order),
+    streamed from disk in batches of equal length; on the model's device."""
+    indices = list(range(len(dataset))) if indices is None else list(indices)
+    lengths = dataset.lengths()
+    batches = length_batches(lengths, indices, model.backbone.max_batch_samples)
+    device = model.backbone.device
+    loader = clip_batches(dataset, batches, workers, pin_memory=device.type == "cuda")
+    rows = {i: row for row, i in enumerate(indices)}
+    out = torch.empty(len(indices), model.scene_embedding_size, device=device)
+    bar = tqdm(loader, desc=desc or "embed", unit="batch", leave=False, total=len(batches),
+               disable=len(indices) < PROGRESS_MIN_CLIPS)
+    for audio, idx in bar:
+        emb = get_scene_embeddings(audio.to(device, non_blocking=True), model)
+        out[torch.tensor([rows[int(i)] for i in idx], device=device)] = emb
+    return out
+
+
+def embed_task(model: HearModel, model_id: str, task_dir: Path, out_dir: Path,
+               workers: int = DEFAULT_WORKERS) -> Path:
     """Embed every split of one task into out_dir/<task name>; skip it if already complete."""
-    task = load_task(task_dir)
+    task = load_task(task_dir, model.sample_rate)
     dest = out_dir / task_dir.name
     if (dest / MODEL_FILE).exists():
         return dest
+    log.info("%s: %s", task.name, task.audio_note)
     with atomic_dir(dest) as tmp:
         copy_task_files(task.path, tmp, task.splits)
-        for split in tqdm(task.splits, desc=f"embed {task.name}", unit="split", leave=False):
-            audio, labels = load_split_audio(task, split)
-            emb = get_scene_embeddings(torch.from_numpy(audio), model).cpu().numpy()
-            write_split(tmp, split, emb, labels)
+        for split in task.splits:
+            clips = ClipDataset(task, [split])
+            emb = embed_clips(model, clips, workers=workers, desc=f"embed {task.name}/{split}")
+            write_split(tmp, split, emb.cpu().numpy(), clips.labels)
         write_json(tmp / MODEL_FILE, {"model": model_id, "meta": model.meta})
     return dest
 
 
 def embed_tasks(model: str, tasks_dir: Path, out: Path, name: str | None = None,
-                device: str | None = None) -> list[Path]:
+                device: str | None = None, workers: int = DEFAULT_WORKERS) -> list[Path]:
     """Embed all tasks in `tasks_dir` with `model` into out/<name>/<task>."""
     dirs = task_dirs(Path(tasks_dir))
     out_dir = Path(out) / (name or model_name(model))
@@ -75,4 +103,4 @@ def embed_tasks(model: str, tasks_dir: Path, out: Path, name: str | None = None,
                 raise UserError(f"{out_dir / d.name}: holds embeddings of {held!r}, not "
                                 f"{str(model)!r}; choose another --name or --out")
     hear_model = load_model(model).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return [embed_task(hear_model, str(model), d, out_dir) for d in dirs]
+    return [embed_task(hear_model, str(model), d, out_dir, workers) for d in dirs]

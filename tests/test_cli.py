@@ -76,5 +76,6 @@ def test_output_dir_holding_another_run(task, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"task_dir": "elsewhere", "lr": 1.0}))
-    assert_one_line_error(contrastune("tune", "--task-dir", str(task), "--out", str(run)),
+    assert_one_line_error(contrastune("tune", "--task-dir", str(task), "--out", str(run),
+                                      "--batch-size", "8", "--m-per-class", "2"),
                           "already holds a different run")

@@ -20,6 +20,7 @@ from hear_contrastune.comparison.report.geometry import (
     knn_purity,
     silhouette,
 )
+from hear_contrastune.data.embeddings import fold_view, open_embedded_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.knn import run_knn_probe
 from hear_contrastune.training.run_log import CsvLog
@@ -82,23 +83,32 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for task, (vocab, splits, multilabel) in tasks.items():
         centers = 2.0 * rng.standard_normal((len(vocab), 16))
         labels = {s: _labels(rng, vocab, n, multilabel) for s, n in splits.items()}
+        kfold = "test" not in splits
+        folds = sorted(splits) if kfold else [""]
         for method, seeds in SEEDS.items():
             for seed in seeds:
-                emb = run / "embeddings" / f"{method}-seed{seed}" / task
-                _write_embeddings(emb, np.random.default_rng(seed), centers, vocab, labels,
-                                  NOISE[method])
-                [knn] = run_knn_probe([emb], k_grid=(1, 3, 5, 10, 20))
-                result = knn["result"]
-                knn_score = (result["aggregated_scores"]["test_score_mean"]
-                             if "aggregated_scores" in result else result["test"]["test_score"])
-                metric = "mAP" if multilabel else "top1_acc"
-                scores = {"knn": knn_score, "hear": rng.random(), "linear": rng.random()}
-                if method != "frozen":
-                    _write_logs(run / "models" / task / f"{method}-seed{seed}", method, seed)
-                if method == "finetune":
-                    scores["head"] = rng.random()
-                records += [{"task": task, "method": method, "seed": seed, "probe": p,
-                             "metric": metric, "score": float(s)} for p, s in scores.items()]
+                for fold in folds:  # compare's layout: a k-fold task has one model per fold
+                    label = f"{method}-seed{seed}" + (f"-{fold}" if fold and method != "frozen"
+                                                      else "")
+                    emb = run / "embeddings" / label / task
+                    if not emb.exists():
+                        _write_embeddings(emb, np.random.default_rng(seed), centers, vocab,
+                                          labels, NOISE[method])
+                    probed = emb if not fold else fold_view(
+                        open_embedded_task(emb), fold,
+                        run / "folds" / f"{method}-seed{seed}" / task / fold)
+                    [knn] = run_knn_probe([probed], k_grid=(1, 3, 5, 10, 20))
+                    metric = "mAP" if multilabel else "top1_acc"
+                    scores = {"knn": knn["result"]["test"]["test_score"], "hear": rng.random(),
+                              "linear": rng.random()}
+                    if method != "frozen":
+                        _write_logs(run / "models" / task / label, method, seed)
+                    if method == "finetune":
+                        scores["head"] = rng.random()
+                    records += [{"task": task, "method": method, "seed": seed, "probe": p,
+                                 "metric": metric, "score": float(s), "fold": fold,
+                                 "n_folds": len(folds) if fold else 0}
+                                for p, s in scores.items()]
     (run / "results.json").write_text(json.dumps(records))
     write_report(run)
     return run
@@ -131,14 +141,19 @@ def test_results_tables_match_results_json(run_dir: Path) -> None:
         assert sorted(rows) == methods
         tasks = sorted({r["task"] for r in recs})
         metric = {r["task"]: r["metric"] for r in recs}
-        assert header[1:-1] == [f"{t} ({metric[t]})" for t in tasks]
+        assert header[1:-1] == ["mix (mAP; mean over 3 folds)", "pitch (top1_acc)"]
         assert header[-1] == "mean over 2 tasks"
+
+        def task_score(method: str, task: str, seed: int, recs: list = recs) -> float:
+            """A k-fold task's score is the mean over its folds, as heareval's."""
+            return np.mean([r["score"] for r in recs
+                            if (r["method"], r["task"], r["seed"]) == (method, task, seed)])
+
         for method in methods:
             for i, task in enumerate(tasks):
-                vals = [r["score"] for r in recs if (r["method"], r["task"]) == (method, task)]
-                assert rows[method][i] == _cell(vals), (probe, method, task)
-            per_seed = [np.mean([r["score"] for r in recs
-                                 if (r["method"], r["seed"]) == (method, seed)])
+                vals = [task_score(method, task, seed) for seed in SEEDS[method]]
+                assert rows[method][i] == _cell(vals), (probe, method, task, metric)
+            per_seed = [np.mean([task_score(method, t, seed) for t in tasks])
                         for seed in SEEDS[method]]
             assert rows[method][-1] == _cell(per_seed)
     assert set(tables[PROBE_TITLES["head"]][1]) == {"finetune"}

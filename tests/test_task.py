@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 import eval_tasks
-from hear_contrastune.data.audio import load_split_audio, read_wav
+from hear_contrastune.data.audio import read_wav
+from hear_contrastune.data.loading import ClipDataset
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 
@@ -49,14 +51,71 @@ def test_unknown_split_is_a_user_error(built: Path) -> None:
         load_task(built).examples("fold00")
 
 
-def test_load_split_audio_matches_examples(built: Path) -> None:
+def test_clip_dataset_streams_whole_clips_in_examples_order(built: Path) -> None:
     task = load_task(built)
-    audio, labels = load_split_audio(task, "test")
-    assert audio.dtype == np.float32 and audio.shape == (16, 16000)
-    assert labels == [lab for _, lab in task.examples("test")]
+    clips = ClipDataset(task, ["test"])
+    assert len(clips) == 16 and clips.labels == [lab for _, lab in task.examples("test")]
+    audio, index = clips[0]
     first = task.wav_path("test", task.examples("test")[0][0])
-    np.testing.assert_array_equal(audio[0], sf.read(str(first), dtype="float32")[0])
-    assert (np.abs(audio).max(axis=1) > 0.1).all()
+    assert index == 0 and audio.dtype == torch.float32 and audio.shape == (16000,)
+    np.testing.assert_array_equal(audio.numpy(), sf.read(str(first), dtype="float32")[0])
+    assert clips.lengths() == [16000] * 16
+
+
+def test_training_crops_are_seeded_by_clip_and_epoch(tmp_path: Path) -> None:
+    task_dir = _varlen_task(tmp_path, [0.5, 3.0])
+    task = load_task(task_dir)
+    assert task.duration is None and task.num_samples is None
+    crops = ClipDataset(task, ["train"], num_samples=16000, seed=3)
+    short, long = crops[0][0].numpy(), crops[1][0].numpy()
+    whole = ClipDataset(task, ["train"])
+    assert whole.lengths() == [8000, 48000] and whole[1][0].shape == (48000,)
+    np.testing.assert_array_equal(short[:8000], whole[0][0].numpy())  # padded at the end
+    assert not short[8000:].any()
+    full = whole[1][0].numpy()
+    start = int(np.flatnonzero(full == long[0])[0])  # the crop is a window of the clip
+    np.testing.assert_array_equal(long, full[start:start + 16000])
+    np.testing.assert_array_equal(crops[1][0].numpy(), long)  # same epoch: same crop
+    crops.epoch = 1
+    assert not np.array_equal(crops[1][0].numpy(), long)  # next epoch: another one
+
+
+def test_audio_at_the_backbones_rate(tmp_path: Path) -> None:
+    """A task with only 16 kHz audio feeds a 48 kHz backbone resampled clips; a task with a
+    48 kHz folder feeds it that folder, as heareval reads `<model.sample_rate>/`."""
+    task_dir = _varlen_task(tmp_path, [1.0, 1.0])
+    task = load_task(task_dir, 48000)
+    assert (task.audio_rate, task.sample_rate) == (16000, 48000)
+    assert "resampled on the fly to 48000 Hz" in task.audio_note
+    clip = ClipDataset(task, ["train"])[0][0].numpy()
+    assert clip.shape == (48000,)
+    peak = np.abs(np.fft.rfft(clip)).argmax() * 48000 / len(clip)
+    assert abs(peak - 440) < 2  # the tone is still at 440 Hz: the clip really is at 48 kHz
+    (task_dir / "48000" / "train").mkdir(parents=True)
+    for wav in (task_dir / "16000" / "train").iterdir():
+        sf.write(str(task_dir / "48000" / "train" / wav.name), clip, 48000)
+    assert load_task(task_dir, 48000).audio_rate == 48000
+    assert load_task(task_dir, 22050).audio_rate == 48000  # resampled down, not up
+
+
+def _varlen_task(tmp_path: Path, seconds: list[float]) -> Path:
+    """A one-split task of 440 Hz tones of the given lengths, sample_duration null."""
+    task_dir = tmp_path / "varlen"
+    (task_dir / "16000" / "train").mkdir(parents=True)
+    labels = {}
+    for i, s in enumerate(seconds):
+        t = np.arange(round(s * 16000)) / 16000
+        tone = 0.5 * np.sin(2 * np.pi * 440 * t) * (1 + t)  # rising: every crop is unique
+        sf.write(str(task_dir / "16000" / "train" / f"{i}.wav"), tone.astype(np.float32), 16000,
+                 subtype="FLOAT")
+        labels[f"{i}.wav"] = ["tone"]
+    (task_dir / "train.json").write_text(json.dumps(labels))
+    (task_dir / "labelvocabulary.csv").write_text("idx,label\n0,tone\n")
+    (task_dir / "task_metadata.json").write_text(json.dumps({
+        "task_name": "varlen", "embedding_type": "scene", "prediction_type": "multiclass",
+        "split_mode": "trainvaltest", "sample_duration": None, "splits": ["train"],
+        "evaluation": ["top1_acc"]}))
+    return task_dir
 
 
 def test_read_wav_pads_and_trims(built: Path) -> None:
@@ -143,9 +202,9 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str, str]] = {
         ),
         "train.json", "2 labels in a multiclass task",
     ),
-    "no audio at this rate": (
-        lambda t: (t / "16000").rename(t / "48000"),
-        "16000", "found: 48000",
+    "no audio folder": (
+        lambda t: shutil.rmtree(t / "16000"),
+        "", "no audio folder",
     ),
 }
 

@@ -9,8 +9,10 @@ where it stopped, and results.json is rebuilt from those outputs each time. Wher
 goes is comparison.layout's business.
 
 The frozen encoder has no randomness of its own: it is embedded and probed once (seed 0).
-k-fold tasks are probed frozen only: tuning on their folds would train on other folds' test
-clips, and per-fold tuning is not implemented.
+A k-fold task gets one tuned model per fold and method and seed, with heareval's roles (test
+fold k, valid fold k+1, train on the rest); each fold is probed on a train/valid/test view of
+its own model's embeddings, and the task's score is the mean over folds, as heareval reports
+it. `folds` may pick a subset for a quick run; the report then says which folds it covers.
 """
 
 from collections.abc import Callable
@@ -25,14 +27,17 @@ from hear_contrastune.comparison.layout import (
     PROBES,
     RESULTS_FILE,
     embeddings_root,
+    fold_dir,
     model_dir,
     run_label,
 )
 from hear_contrastune.comparison.report import write_report
 from hear_contrastune.comparison.results import Record, write_results
-from hear_contrastune.data.embeddings import open_embedded_task, read_split
-from hear_contrastune.data.task import load_task
-from hear_contrastune.embed import embed_tasks, task_dirs
+from hear_contrastune.data.embeddings import fold_view, open_embedded_task, read_split
+from hear_contrastune.data.hear_format import fold_roles
+from hear_contrastune.data.task import Task, load_task
+from hear_contrastune.embed import DEFAULT_WORKERS, embed_tasks, task_dirs
+from hear_contrastune.errors import UserError
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, hear_probe, test_score
 from hear_contrastune.probes.knn import run_knn_probe
 from hear_contrastune.probes.linear import run_linear_probe
@@ -53,6 +58,7 @@ class CompareConfig:
     grid: str = DEFAULT_GRID  # heareval's grid, for the HEAR and linear probes
     probes: tuple[str, ...] = PROBES
     methods: tuple[str, ...] = METHODS
+    folds: tuple[str, ...] = ()  # k-fold tasks: the test folds to run (names or indices); all
 
 
 def head_score(model_file: Path, emb_task_dir: Path) -> dict[str, float]:
@@ -81,6 +87,7 @@ def probe(emb_task_dir: Path, probes: tuple[str, ...], grid: str) -> dict[str, f
 
 
 def compare(cfg: CompareConfig, run: Path, device: str | None = None,
+            workers: int = DEFAULT_WORKERS,
             say: Callable[[str], None] = lambda _: None) -> list[Record]:
     """Run (or resume) every stage; write and return results.json's records. `say` hears one
     line per stage."""
@@ -88,29 +95,55 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
     records = []
     for task_dir in task_dirs(Path(cfg.tasks_dir)):
         task = load_task(task_dir)
-        metric = task.evaluation[0]
+        folds = chosen_folds(task, cfg.folds)
+        n_folds = len(fold_roles(task)) if task.kfold else 0
         for method in cfg.methods:
-            if method != "frozen" and task.kfold:
-                say(f"{task.name}: k-fold task, probing the frozen encoder only")
-                continue
             for seed in range(1 if method == "frozen" else cfg.seeds):
-                label = run_label(method, seed)
-                say(f"== {task.name} / {label}")
-                model = cfg.tuning.backbone
-                if method != "frozen":
-                    # --loss names a contrastive loss; fine-tuning takes its task's own
-                    loss = cfg.tuning.loss if method == "contrastive" else "auto"
-                    tune_cfg = replace(cfg.tuning, task_dir=str(task_dir), method=method,
-                                       seed=seed, loss=loss)
-                    model = str(tune(tune_cfg, model_dir(run, task_dir.name, method, seed),
-                                     device))
-                emb_dir = embed_tasks(model, task_dir, embeddings_root(run), label, device)[0]
-                scores = probe(emb_dir, cfg.probes, cfg.grid)
-                if method == "finetune":
-                    scores[HEAD] = head_score(Path(model), emb_dir)["test_score"]
-                records += [Record(task.name, method, seed, p, metric, float(s))
-                            for p, s in scores.items()]
+                frozen_dir = None
+                if method == "frozen":  # one embedding serves every fold
+                    say(f"== {task.name} / {run_label(method, seed)}")
+                    frozen_dir = embed_tasks(cfg.tuning.backbone, task_dir, embeddings_root(run),
+                                             run_label(method, seed), device, workers)[0]
+                for fold in folds:
+                    label = run_label(method, seed, fold)
+                    model, emb_dir = cfg.tuning.backbone, frozen_dir
+                    if method != "frozen":
+                        say(f"== {task.name} / {label}")
+                        # --loss names a contrastive loss; fine-tuning takes its task's own
+                        loss = cfg.tuning.loss if method == "contrastive" else "auto"
+                        tune_cfg = replace(cfg.tuning, task_dir=str(task_dir), fold=fold,
+                                           method=method, seed=seed, loss=loss)
+                        model = str(tune(tune_cfg, model_dir(run, task_dir.name, method, seed,
+                                                             fold), device, workers))
+                        emb_dir = embed_tasks(model, task_dir, embeddings_root(run), label,
+                                              device, workers)[0]
+                    probe_dir = emb_dir if not fold else fold_view(
+                        open_embedded_task(emb_dir), fold,
+                        fold_dir(run, run_label(method, seed), task_dir.name, fold))
+                    scores = probe(probe_dir, cfg.probes, cfg.grid)
+                    if method == "finetune":
+                        scores[HEAD] = head_score(Path(model), probe_dir)["test_score"]
+                    records += [Record(task.name, method, seed, p, task.evaluation[0], float(s),
+                                       fold, n_folds) for p, s in scores.items()]
     write_results(run / RESULTS_FILE, records)
     report_md, report_html = write_report(run)
     say(f"report: {report_md}  {report_html}")
     return records
+
+
+def chosen_folds(task: Task, wanted: tuple[str, ...]) -> list[str]:
+    """The test folds to run: all of a k-fold task's, or `wanted` (by name, e.g. fold00, or by
+    index); [""] for a train/valid/test task."""
+    if not task.kfold:
+        return [""]
+    folds = [role["test"][0] for role in fold_roles(task)]
+    if not wanted:
+        return folds
+    chosen = []
+    for w in wanted:
+        name = folds[int(w)] if w.isdigit() and int(w) < len(folds) else w
+        if name not in folds:
+            raise UserError(f"--folds {','.join(wanted)}: {w!r} is not a fold of {task.path} "
+                            f"({', '.join(folds)})")
+        chosen.append(name)
+    return list(dict.fromkeys(chosen))

@@ -1,10 +1,16 @@
 """The names, paths and vocabularies of a comparison run: the one module that knows them.
 
     RUN/
-      models/<task folder>/<method>-seed<s>/     tuning runs (best.pt, epochs.csv, steps.csv)
-      embeddings/<method>-seed<s>/<task folder>/ heareval layout + each probe's scores
-      results.json                               one record per (task, method, seed, probe)
+      models/<task folder>/<label>/              tuning runs (best.pt, epochs.csv, steps.csv)
+      embeddings/<label>/<task folder>/          heareval layout (+ each probe's scores for a
+                                                 train/valid/test task)
+      folds/<label>/<task folder>/<fold>/        k-fold tasks: one fold's train/valid/test view
+                                                 of the embeddings, with each probe's scores
+      results.json                               one record per (task, method, seed, fold, probe)
       report.md, index.html, plots/              drawn from the above (comparison.report)
+
+A label is `<method>-seed<s>`, and `<method>-seed<s>-<fold>` for a model tuned per fold of a
+k-fold task (the frozen encoder embeds a k-fold task once for all its folds).
 
 `compare` writes these paths and the report reads them back through the same functions, so the
 two cannot disagree on a name.
@@ -29,28 +35,34 @@ SHORT_TITLES = {"hear": "HEAR MLP", "linear": "linear", "knn": "kNN", HEAD: "cla
 RESULTS_FILE = "results.json"
 MODELS_DIR = "models"
 EMBEDDINGS_DIR = "embeddings"
-_LABEL = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
+FOLDS_DIR = "folds"
+_LABEL = re.compile(r"^(?P<method>.+?)-seed(?P<seed>\d+)(?:-(?P<fold>.+))?$")
 
 
-def run_label(method: str, seed: int) -> str:
-    """The folder name of one (method, seed): `<method>-seed<seed>`."""
-    return f"{method}-seed{seed}"
+def run_label(method: str, seed: int, fold: str = "") -> str:
+    """The folder name of one (method, seed[, fold]) model."""
+    return f"{method}-seed{seed}" + (f"-{fold}" if fold else "")
 
 
-def parse_run_label(name: str) -> tuple[str, int] | None:
-    """(method, seed) of a `run_label` folder name, or None for any other name."""
+def parse_run_label(name: str) -> tuple[str, int, str] | None:
+    """(method, seed, fold) of a `run_label` folder name, or None for any other name."""
     m = _LABEL.match(name)
-    return (m["method"], int(m["seed"])) if m else None
+    return (m["method"], int(m["seed"]), m["fold"] or "") if m else None
 
 
-def model_dir(run: Path, task_folder: str, method: str, seed: int) -> Path:
+def model_dir(run: Path, task_folder: str, method: str, seed: int, fold: str = "") -> Path:
     """Where one tuning run of a task lives."""
-    return run / MODELS_DIR / task_folder / run_label(method, seed)
+    return run / MODELS_DIR / task_folder / run_label(method, seed, fold)
 
 
 def embeddings_root(run: Path) -> Path:
-    """The folder of every (method, seed)'s embeddings."""
+    """The folder of every model's embeddings."""
     return run / EMBEDDINGS_DIR
+
+
+def fold_dir(run: Path, label: str, task_folder: str, fold: str) -> Path:
+    """Where one fold's train/valid/test view of a k-fold task's embeddings lives."""
+    return run / FOLDS_DIR / label / task_folder / fold
 
 
 def method_key(method: str) -> tuple[int, str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import eval_tasks
 from hear_contrastune.comparison.compare import CompareConfig, compare
 from hear_contrastune.comparison.report.tables import summary_table
+from hear_contrastune.embed import DEFAULT_WORKERS
 from hear_contrastune.training.config import DEFAULTS, TuneConfig
 
 TASK = "gm-program"
@@ -23,9 +24,10 @@ GRID = "fast"
 
 def quickstart(out: Path, task: str = TASK, size: str = eval_tasks.DEFAULT_SIZE,
                tuning: TuneConfig = TUNING, grid: str = GRID, device: str | None = None,
+               workers: int = DEFAULT_WORKERS,
                say: Callable[[str], None] = lambda _: None) -> str:
     """Run every stage (each resumes) and return the results table."""
     say(f"building task {task} ({size}) ...")
     task_dir = eval_tasks.build(task, Path(out) / "tasks", size=size)
     cfg = CompareConfig(tasks_dir=task_dir, tuning=tuning, grid=grid, methods=METHODS)
-    return summary_table(compare(cfg, Path(out), device, say))
+    return summary_table(compare(cfg, Path(out), device, workers, say))

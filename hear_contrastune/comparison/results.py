@@ -1,5 +1,7 @@
-"""results.json: one record per (task, method, seed, probe), written by `compare`, read by the
-report and the summary table."""
+"""results.json: one record per (task, method, seed, fold, probe), written by `compare`, read by
+the report and the summary table. A k-fold task's score is the mean over its folds, as
+heareval reports it (`task_scores`); a record of a train/valid/test task has fold "" and
+n_folds 0."""
 
 import json
 import math
@@ -20,6 +22,8 @@ class Record:
     probe: str
     metric: str
     score: float
+    fold: str = ""
+    n_folds: int = 0  # the task's folds (0: train/valid/test), to tell a subset of folds
 
 
 def write_results(path: Path, records: list[Record]) -> None:
@@ -41,14 +45,42 @@ def load_results(path: Path) -> list[Record]:
         try:
             score = math.nan if r["score"] is None else float(r["score"])
             rec = Record(str(r["task"]), str(r["method"]), int(r["seed"]), str(r["probe"]),
-                         str(r["metric"]), score)
+                         str(r["metric"]), score, str(r.get("fold", "")),
+                         int(r.get("n_folds", 0)))
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{path}: record {i} is not {{task, method, seed, probe, metric, "
                             f"score}} ({type(e).__name__}: {e})") from None
-        key = (rec.task, rec.method, rec.seed, rec.probe)
+        key = (rec.task, rec.method, rec.seed, rec.fold, rec.probe)
         if key in seen:
             raise UserError(f"{path}: two records for task {rec.task!r}, method {rec.method!r}, "
-                            f"seed {rec.seed}, probe {rec.probe!r}")
+                            f"seed {rec.seed}, fold {rec.fold!r}, probe {rec.probe!r}")
         seen.add(key)
         records.append(rec)
     return records
+
+
+def task_scores(records: list[Record]) -> list[Record]:
+    """One record per (task, method, seed, probe): a k-fold task's folds averaged (fold ""
+    then; `fold_coverage` says which folds went in)."""
+    groups: dict[tuple[str, str, int, str], list[Record]] = {}
+    for r in records:
+        groups.setdefault((r.task, r.method, r.seed, r.probe), []).append(r)
+    out = []
+    for (task, method, seed, probe), recs in groups.items():
+        score = math.fsum(r.score for r in recs) / len(recs)
+        out.append(Record(task, method, seed, probe, recs[0].metric, score, "",
+                          recs[0].n_folds))
+    return out
+
+
+def fold_coverage(records: list[Record]) -> dict[str, str]:
+    """task -> what its k-fold scores cover, e.g. "mean over 5 folds" or "folds fold00, fold01
+    of 5: a subset, not the task's score"; train/valid/test tasks are left out."""
+    out = {}
+    for task in sorted({r.task for r in records if r.n_folds}):
+        recs = [r for r in records if r.task == task]
+        folds = sorted({r.fold for r in recs})
+        n = max(r.n_folds for r in recs)
+        out[task] = (f"mean over {n} folds" if len(folds) == n else
+                     f"folds {', '.join(folds)} of {n}: a subset, not the task's score")
+    return out

@@ -12,6 +12,7 @@ The `.npy` name is a trap: heareval opens it with `np.memmap(shape=dims)`, so a 
 with `np.save` is read shifted by its header, silently. `read_split` detects that.
 """
 
+import hashlib
 import json
 import os
 import pickle
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hear_contrastune.atomic import atomic_path, write_json
+from hear_contrastune.atomic import atomic_dir, atomic_path, write_json
 from hear_contrastune.data.hear_format import (
     METADATA_FILE,
     VOCABULARY_FILE,
     HearFolder,
+    Roles,
     read_folder,
+    roles_for_fold,
     split_file,
 )
 from hear_contrastune.errors import UserError
@@ -101,3 +104,44 @@ def read_split(task: EmbeddedTask, split: str) -> tuple[np.ndarray, list[list[st
         if unknown:
             raise UserError(f"{labels_file}: label {unknown[0]!r} is not in labelvocabulary.csv")
     return embeddings, [[str(x) for x in row] for row in labels]
+
+
+VIEW_SOURCE_FILE = "view-source.json"
+
+
+def fold_view(source: EmbeddedTask, fold: str, dest: Path) -> Path:
+    """A train/valid/test embeddings folder holding one fold of a k-fold embeddings folder.
+
+    heareval's roles for the fold (test = `fold`, valid = the next fold, train = the rest)
+    become splits named train, valid and test, so every probe, heareval's runner included,
+    scores exactly that fold on it. Per-fold models need it (each fold's embeddings come from
+    its own model); the report averages the folds as heareval does. The view records a hash of
+    the embeddings it was cut from and is rebuilt when they change; otherwise it and the probe
+    results inside it are kept.
+    """
+    roles = roles_for_fold(source, fold)
+    digest = hashlib.sha256()
+    for split in split_names_of(roles):
+        for suffix in (".embeddings.npy", ".target-labels.pkl"):
+            digest.update((source.path / f"{split}{suffix}").read_bytes())
+    key = {"source": source.name, "fold": fold, "sha256": digest.hexdigest()}
+    held = dest / VIEW_SOURCE_FILE
+    if held.is_file() and json.loads(held.read_text()) == key:
+        return dest
+    metadata = {**source.metadata, "split_mode": "trainvaltest",
+                "splits": ["train", "valid", "test"], "fold": fold}
+    metadata.pop("nfolds", None)
+    with atomic_dir(dest) as tmp:
+        write_json(tmp / METADATA_FILE, metadata)
+        shutil.copyfile(source.path / VOCABULARY_FILE, tmp / VOCABULARY_FILE)
+        for role, splits in roles.items():
+            parts = [read_split(source, split) for split in splits]
+            write_split(tmp, role, np.concatenate([x for x, _ in parts]),
+                        [labels for _, y in parts for labels in y])
+        write_json(tmp / VIEW_SOURCE_FILE, key)
+    return dest
+
+
+def split_names_of(roles: Roles) -> list[str]:
+    """The splits one fold's roles use, train first."""
+    return [split for role in ("train", "valid", "test") for split in roles[role]]

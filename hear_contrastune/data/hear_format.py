@@ -34,6 +34,7 @@ REQUIRED_KEYS = (
     "splits",
     "evaluation",
 )
+Roles = dict[str, list[str]]  # {"train": [...], "valid": [...], "test": [...]}
 # Characters that would need CSV quoting, which heareval's `idx,label` readers do not expect.
 FORBIDDEN_LABEL_CHARS = ',"\n\r'
 
@@ -157,6 +158,53 @@ class HearFolder:
     @property
     def evaluation(self) -> list[str]:
         return list(self.metadata["evaluation"])
+
+
+def fold_roles(task: HearFolder) -> list[Roles]:
+    """heareval's data splits for the task, in heareval's order.
+
+    trainvaltest: one split, train/valid/test by name. k-fold: folds sorted by name; fold i is
+    the test set, fold i+1 (wrapping) the validation set, the others train
+    (heareval.predictions.task_predictions.get_splits_from_metadata).
+    """
+    meta_file = task.metadata_file
+    mode = task.metadata.get("split_mode")
+    if mode == "trainvaltest":
+        missing = [s for s in ("train", "valid", "test") if s not in task.splits]
+        if missing:
+            raise UserError(f"{meta_file}: split_mode trainvaltest but no {missing[0]!r} split")
+        return [{"train": ["train"], "valid": ["valid"], "test": ["test"]}]
+    if mode in KFOLD_MODES:
+        folds = sorted(str(s) for s in task.splits)
+        if len(set(folds)) != len(folds):
+            raise UserError(f"{meta_file}: fold names in 'splits' are not unique")
+        if len(folds) < 3:
+            raise UserError(f"{meta_file}: {mode} with {len(folds)} folds; needs at least 3 "
+                            "(one to test, one to validate, the rest to train)")
+        roles = []
+        for i, test in enumerate(folds):
+            valid = folds[(i + 1) % len(folds)]
+            train = [f for f in folds if f not in (test, valid)]
+            roles.append({"train": train, "valid": [valid], "test": [test]})
+        return roles
+    raise UserError(f"{meta_file}: split_mode {mode!r}: expected one of {', '.join(SPLIT_MODES)}")
+
+
+def roles_for_fold(task: HearFolder, fold: str) -> Roles:
+    """The roles that test on `fold` ("" for a train/valid/test task's one set of roles)."""
+    roles = fold_roles(task)
+    if not task.kfold:
+        if fold:
+            raise UserError(f"--fold {fold}: {task.path} is a train/valid/test task, not k-fold")
+        return roles[0]
+    if not fold:
+        raise UserError(f"{task.path}: a k-fold task; choose a test fold with --fold "
+                        f"({', '.join(r['test'][0] for r in roles)})")
+    for role in roles:
+        if role["test"] == [fold]:
+            return role
+    raise UserError(f"--fold {fold}: not a fold of {task.path} "
+                    f"({', '.join(r['test'][0] for r in roles)})")
 
 
 def read_folder(path: Path, what: str) -> tuple[dict, list[str]]:

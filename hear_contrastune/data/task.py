@@ -18,10 +18,20 @@ SAMPLE_RATE = 16000  # the rate every built-in backbone takes, and hearpreproces
 class Task(HearFolder):
     """A HEAR scene task: metadata, vocabulary and each split's labels, all validated."""
 
-    sample_rate: int = SAMPLE_RATE
+    sample_rate: int = SAMPLE_RATE  # the rate clips are delivered at (the backbone's)
     split_labels: dict[str, dict[str, list[str]]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    audio_rate: int = SAMPLE_RATE  # the rate of the folder read; resampled when it differs
+
+    @property
+    def audio_note(self) -> str:
+        """Which audio folder feeds this task, and whether it is resampled: for the log."""
+        folder = self.path / str(self.audio_rate)
+        if self.audio_rate == self.sample_rate:
+            return f"audio: {folder} ({self.sample_rate} Hz)"
+        return (f"audio: {folder} resampled on the fly to {self.sample_rate} Hz "
+                f"(no {self.sample_rate}/ folder)")
 
     @property
     def num_samples(self) -> int | None:
@@ -36,7 +46,7 @@ class Task(HearFolder):
         return [(f, list(labels)) for f, labels in sorted(self.split_labels[split].items())]
 
     def wav_path(self, split: str, filename: str) -> Path:
-        return self.path / str(self.sample_rate) / split / filename
+        return self.path / str(self.audio_rate) / split / filename
 
 
 def _read_split(path: Path, vocab: set[str], multiclass: bool) -> dict[str, list[str]]:
@@ -66,16 +76,24 @@ def load_task(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> T
     """Open a HEAR task directory, or say in one line what is wrong with it."""
     path = Path(path)
     metadata, vocabulary = read_folder(path, "a HEAR task directory")
-    audio_root = path / str(sample_rate)
-    if not audio_root.is_dir():
-        found = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.isdigit())
-        raise UserError(
-            f"{audio_root}: missing (no audio at {sample_rate} Hz; "
-            f"found: {', '.join(found) or 'none'})"
-        )
+    audio_rate = pick_audio_rate(path, sample_rate)
     multiclass = metadata["prediction_type"] == "multiclass"
     split_labels = {
         split: _read_split(path / split_file(split), set(vocabulary), multiclass)
         for split in metadata["splits"]
     }
-    return Task(path, metadata, vocabulary, sample_rate, split_labels)
+    return Task(path, metadata, vocabulary, sample_rate, split_labels, audio_rate)
+
+
+def pick_audio_rate(path: Path, sample_rate: int) -> int:
+    """The audio folder to read for clips at `sample_rate`: `<sample_rate>/` when the task has
+    it (as heareval reads it), else the lowest rate above it, else the highest below (least
+    information lost when resampling). hearpreprocess writes 16, 22.05, 44.1 and 48 kHz."""
+    rates = sorted(int(p.name) for p in path.iterdir()
+                   if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+    if not rates:
+        raise UserError(f"{path}: no audio folder (expected e.g. {path / str(sample_rate)}/)")
+    if sample_rate in rates:
+        return sample_rate
+    above = [r for r in rates if r > sample_rate]
+    return above[0] if above else rates[-1]

@@ -15,8 +15,9 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-SAMPLE_RATE = 16000
-RATE_STEP = 400
+# Speeds on a grid of 1/40 (2.5 %): resample then runs between small integers (e.g. 40 -> 41),
+# so its polyphase kernels stay small, and the views do not depend on the sample rate.
+SPEED_GRID = 40
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,9 @@ def random_view(audio: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tens
     device = audio.device
     length = max(1, int(samples * cfg.crop))
     if cfg.speed > 0:
-        # rates on a 400 Hz grid keep resample's polyphase kernels small
-        steps = int(SAMPLE_RATE * cfg.speed / RATE_STEP)
-        rate = SAMPLE_RATE + RATE_STEP * int(torch.randint(-steps, steps + 1, (1,), generator=gen,
-                                                           device=device))
-        audio = AF.resample(audio, SAMPLE_RATE, rate)
+        steps = int(SPEED_GRID * cfg.speed)
+        step = int(torch.randint(-steps, steps + 1, (1,), generator=gen, device=device))
+        audio = AF.resample(audio, SPEED_GRID, SPEED_GRID + step)
         samples = audio.shape[1]
         length = min(length, samples)
     starts = (torch.rand(batch, generator=gen, device=device) * (samples - length + 1)).long()

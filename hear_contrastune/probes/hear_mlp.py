@@ -24,8 +24,10 @@ def hear_probe(emb_task_dir: Path, grid: str = DEFAULT_GRID) -> dict:
     emb_task_dir = Path(emb_task_dir)
     if not (emb_task_dir / "prediction-done.json").exists():
         env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-        cmd = [sys.executable, "-m", "heareval.predictions.runner", str(emb_task_dir),
-               "--grid", grid]
+        # an absolute path: heareval logs to Path("logs") / path, which is inside the folder
+        # for an absolute path but a stray logs/ in the working directory for a relative one
+        cmd = [sys.executable, "-m", "heareval.predictions.runner",
+               str(emb_task_dir.resolve()), "--grid", grid]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]

@@ -14,44 +14,10 @@ from typing import Any
 import numpy as np
 
 from hear_contrastune.data.embeddings import EmbeddedTask, read_split
+from hear_contrastune.data.hear_format import PREDICTION_TYPES, Roles, fold_roles
 from hear_contrastune.errors import UserError
 
-KFOLD_MODES = ("new_split_kfold", "presplit_kfold")
-SPLIT_MODES = ("trainvaltest", *KFOLD_MODES)
-PREDICTION_TYPES = ("multiclass", "multilabel")
-
-Roles = dict[str, list[str]]  # {"train": [...], "valid": [...], "test": [...]}
 Split = tuple[np.ndarray, list[list[str]]]
-
-
-def fold_roles(task: EmbeddedTask) -> list[Roles]:
-    """heareval's data splits for the task, in heareval's order.
-
-    trainvaltest: one split, train/valid/test by name. k-fold: folds sorted by name; fold i is
-    the test set, fold i+1 (wrapping) the validation set, the others train
-    (heareval.predictions.task_predictions.get_splits_from_metadata).
-    """
-    meta_file = task.path / "task_metadata.json"
-    mode = task.metadata.get("split_mode")
-    if mode == "trainvaltest":
-        missing = [s for s in ("train", "valid", "test") if s not in task.splits]
-        if missing:
-            raise UserError(f"{meta_file}: split_mode trainvaltest but no {missing[0]!r} split")
-        return [{"train": ["train"], "valid": ["valid"], "test": ["test"]}]
-    if mode in KFOLD_MODES:
-        folds = sorted(str(s) for s in task.splits)
-        if len(set(folds)) != len(folds):
-            raise UserError(f"{meta_file}: fold names in 'splits' are not unique")
-        if len(folds) < 3:
-            raise UserError(f"{meta_file}: {mode} with {len(folds)} folds; needs at least 3 "
-                            "(one to test, one to validate, the rest to train)")
-        roles = []
-        for i, test in enumerate(folds):
-            valid = folds[(i + 1) % len(folds)]
-            train = [f for f in folds if f not in (test, valid)]
-            roles.append({"train": train, "valid": [valid], "test": [test]})
-        return roles
-    raise UserError(f"{meta_file}: split_mode {mode!r}: expected one of {', '.join(SPLIT_MODES)}")
 
 
 def check_prediction_type(task: EmbeddedTask) -> None:

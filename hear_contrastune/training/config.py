@@ -18,6 +18,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # needs a far larger step than the encoder: at 1x its cross-entropy stayed at ln(classes) for
 # the whole budget (benchmarks/finetune_study.py has the valid-split study behind the value).
 HEAD_LR_SCALE = {"contrastive": 1.0, "finetune": 100.0}
+# Training crop of a task whose clips vary in length: long enough for several of Resemblyzer's
+# 1.6 s partials and for most sound events, short enough to keep a CPU batch cheap.
+VARIABLE_CLIP_SECONDS = 4.0
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class TuneConfig:
     """Everything that defines a tuning run; a run folder holds exactly one."""
 
     task_dir: str = ""
+    fold: str = ""  # k-fold tasks: the test fold (heareval's roles: valid = the next fold)
     backbone: str = DEFAULT_BACKBONE
     method: str = "contrastive"
     epochs: int = 30
@@ -41,6 +45,12 @@ class TuneConfig:
     loss: str = "auto"
     proj_dim: int = 128
     seed: int = 0
+    # training crop length in seconds; None: the task's clip length, or VARIABLE_CLIP_SECONDS
+    # when clips vary in length (shorter clips are zero-padded, longer ones randomly cropped)
+    clip_seconds: float | None = None
+    # model selection's kNN uses at most this many train (reference) and valid clips, a seeded
+    # sample, so an epoch's evaluation stays cheap on big tasks
+    select_max_clips: int = 5000
     accumulate: int = 1  # batches per optimiser step (each batch keeps its own negatives)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast, CUDA only)
     compile: bool = False  # torch.compile the backbone + head

@@ -13,6 +13,7 @@ best.pt, steps.csv / epochs.csv (and TensorBoard), done.json (written last: the 
 """
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,19 +25,27 @@ from tqdm import tqdm
 
 from hear_contrastune.atomic import write_json
 from hear_contrastune.backbones import Backbone, build_backbone
-from hear_contrastune.data.audio import load_split_audio
+from hear_contrastune.data.hear_format import roles_for_fold
+from hear_contrastune.data.loading import ClipDataset, clip_batches
 from hear_contrastune.data.samplers import make_sampler
 from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.data.views import random_view
+from hear_contrastune.embed import DEFAULT_WORKERS
 from hear_contrastune.errors import UserError
-from hear_contrastune.hear_api import HearModel
 from hear_contrastune.training import distributed
 from hear_contrastune.training.checkpoint import save_checkpoint
-from hear_contrastune.training.config import METHODS, PRECISIONS, TuneConfig
+from hear_contrastune.training.config import (
+    METHODS,
+    PRECISIONS,
+    VARIABLE_CLIP_SECONDS,
+    TuneConfig,
+)
 from hear_contrastune.training.objective import make_head, make_loss, targets_for
 from hear_contrastune.training.run_log import RunLog
-from hear_contrastune.training.selection import score
+from hear_contrastune.training.selection import Selection
 from hear_contrastune.training.state import TrainingState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,7 +58,10 @@ class Run:
     ranks: distributed.Ranks
     device: str
     amp: torch.dtype | None
-    data: dict[str, tuple[Tensor, Tensor]]  # split -> (audio on the device, targets)
+    train: ClipDataset  # training crops, decoded as batches are drawn
+    train_targets: Tensor  # on the device
+    selection: Selection
+    workers: int
     backbone: Backbone
     head: nn.Module
     step_fn: nn.Module  # backbone + head, under DDP and torch.compile when asked
@@ -60,22 +72,20 @@ class Run:
     log: RunLog | None  # rank 0 only
 
     @property
-    def multilabel(self) -> bool:
-        return self.task.multilabel
-
-    @property
     def classifier(self) -> nn.Module | None:
         """The head when it is a classifier whose own score is worth logging."""
         return self.head if self.cfg.method == "finetune" else None
 
 
-def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
+def tune(cfg: TuneConfig, out: Path, device: str | None = None,
+         workers: int = DEFAULT_WORKERS) -> Path:
     """Tune, resuming a killed run from its last finished epoch; return the best checkpoint.
 
-    Under torchrun, every rank runs this; see training.distributed.
+    Under torchrun, every rank runs this; see training.distributed. `workers` DataLoader
+    processes decode clips (it changes speed, not results).
     """
     out = Path(out)
-    run = build_run(cfg.resolved(), out, device)
+    run = build_run(cfg.resolved(), out, device, workers)
     if run is None:
         return out / "best.pt"
     start(run)
@@ -97,42 +107,49 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None) -> Path:
     return out / "best.pt"
 
 
-def build_run(cfg: TuneConfig, out: Path, device: str | None) -> Run | None:
-    """Open the run folder and build data, model, loss and optimiser; None if already done."""
+def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> Run | None:
+    """Check everything, open the run folder, and build data, model, loss and optimiser; None
+    if the run is already done."""
     if not cfg.task_dir:
         raise UserError("--task-dir: needed to tune")
-    task = load_task(cfg.task_dir)
     if cfg.method not in METHODS:
         raise UserError(f"method {cfg.method!r}: choose from {', '.join(METHODS)}")
     ranks, device = distributed.init(device)
     distributed.check_batch(cfg.batch_size, ranks)
     amp = autocast_dtype(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    backbone = build_backbone(cfg.backbone)
+    task = load_task(cfg.task_dir, backbone.sample_rate)  # at the rate the backbone takes
+    roles = roles_for_fold(task, cfg.fold)
+    seconds = cfg.clip_seconds or task.duration or VARIABLE_CLIP_SECONDS
+    train = ClipDataset(task, roles["train"], round(seconds * task.sample_rate), cfg.seed)
+    train_targets = targets_for(task.vocabulary, train.labels, task.multilabel)
+    # checks --batch-size / --m-per-class now; each epoch then draws its own sampler, seeded by
+    # the epoch, so a resumed run sees the batches an uninterrupted one would have
+    sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed)
+    loss_fn = make_loss(cfg.loss, cfg.method, task.multilabel, cfg.temperature)
+    backbone.check_trainable()
     if ranks.main:
         open_run(out, cfg)
     distributed.barrier(ranks)
     if (out / "done.json").exists():
         return None
-    torch.manual_seed(cfg.seed)
-    for split in ("train", "valid"):
-        if split not in task.splits:
-            raise UserError(f"{task.path}: tuning needs train and valid splits, has {task.splits}")
-    data = {}
-    for split in ("train", "valid"):
-        audio, labels = load_split_audio(task, split)
-        targets = targets_for(task.vocabulary, labels, task.multilabel)
-        data[split] = (torch.from_numpy(audio).to(device), targets.to(device))
+    reference = ClipDataset(task, roles["train"])  # whole clips, as the probes see them
+    valid = ClipDataset(task, roles["valid"])
+    selection = Selection(reference, valid, train_targets,
+                          targets_for(task.vocabulary, valid.labels, task.multilabel),
+                          task.multilabel, cfg.select_max_clips, cfg.seed, workers)
+    if ranks.main:
+        log.info("%s: %s", task.name, task.audio_note)
+        log.info("training on %s (%d clips), %.2f s crops; %s", "+".join(roles["train"]),
+                 len(train), seconds, selection.note)
 
-    backbone = build_backbone(cfg.backbone).to(device)
-    backbone.check_trainable()
+    backbone = backbone.to(device)
     head = make_head(cfg, backbone.embedding_size, len(task.vocabulary)).to(device)
     net = nn.Sequential(backbone, head)  # what trains; the checkpoint keeps only the backbone
     if ranks.world > 1:
         net = nn.parallel.DistributedDataParallel(net)
     step_fn = torch.compile(net) if cfg.compile else net
-    loss_fn = make_loss(cfg.loss, cfg.method, task.multilabel, cfg.temperature)
-    # checks --batch-size / --m-per-class now; each epoch then draws its own sampler, seeded by
-    # the epoch, so a resumed run sees the batches an uninterrupted one would have
-    sampler = make_sampler(data["train"][1], cfg.batch_size, cfg.m_per_class, cfg.seed)
     groups = backbone.param_groups()  # pretrained weights may learn slower than new ones
     for group in groups:
         group["lr"] = cfg.lr * (cfg.backbone_lr_scale if group["name"] == "pretrained" else 1)
@@ -143,7 +160,8 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None) -> Run | None:
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps_per_epoch)
     valid_fields = ["valid_knn", "valid_head"] if cfg.method == "finetune" else ["valid_knn"]
     return Run(
-        cfg=cfg, out=out, task=task, ranks=ranks, device=device, amp=amp, data=data,
+        cfg=cfg, out=out, task=task, ranks=ranks, device=device, amp=amp, train=train,
+        train_targets=train_targets.to(device), selection=selection, workers=workers,
         backbone=backbone, head=head, step_fn=step_fn, loss_fn=loss_fn,
         scaler=torch.amp.GradScaler(enabled=amp == torch.float16),
         gen=torch.Generator(device=device).manual_seed(cfg.seed * 1000 + ranks.rank),
@@ -172,17 +190,21 @@ def start(run: Run) -> None:
 
 
 def train_one_epoch(run: Run, epoch: int) -> list[float]:
-    """One pass over the epoch's batches; returns each batch's loss."""
+    """One pass over the epoch's batches; returns each batch's loss. Each rank decodes only its
+    share of every global batch."""
     cfg, state = run.cfg, run.state
     run.step_fn.train()
-    train_audio, train_targets = run.data["train"]
-    sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed + epoch)
+    sampler = make_sampler(run.train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed + epoch)
+    batches = [run.ranks.share(batch) for batch in sampler]
+    run.train.epoch = epoch  # seeds this epoch's crops
+    loader = clip_batches(run.train, batches, run.workers,
+                         pin_memory=run.device.startswith("cuda"))
     t0, losses = time.time(), []
-    bar = tqdm(sampler, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
-               disable=not run.ranks.main)
-    for i, batch in enumerate(bar):
-        idx = run.ranks.share(batch)
-        x, y = train_audio[idx], train_targets[idx]
+    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
+               total=len(batches), disable=not run.ranks.main)
+    for i, (x, idx) in enumerate(bar):
+        x = x.to(run.device, non_blocking=True)
+        y = run.train_targets[idx.to(run.train_targets.device)]
         views = torch.cat([random_view(x, cfg.augment, run.gen),
                            random_view(x, cfg.augment, run.gen)])
         with torch.autocast(run.device.split(":")[0], dtype=run.amp, enabled=run.amp is not None):
@@ -199,10 +221,10 @@ def train_one_epoch(run: Run, epoch: int) -> list[float]:
             state.optimizer.zero_grad(set_to_none=True)
             state.schedule.step()
         losses.append(loss.item())
-        clips_per_s = (i + 1) * len(batch) * 2 / (time.time() - t0)
+        clips_per_s = (i + 1) * cfg.batch_size * 2 / (time.time() - t0)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", clips_s=f"{clips_per_s:.0f}")
         if run.log:
-            run.log.step(epoch, (epoch - 1) * len(sampler) + i, loss=losses[-1],
+            run.log.step(epoch, (epoch - 1) * len(batches) + i, loss=losses[-1],
                          lr=state.schedule.get_last_lr()[0], clips_per_s=clips_per_s)
     state.optimizer.zero_grad(set_to_none=True)  # a partial accumulation does not carry over
     return losses
@@ -210,7 +232,7 @@ def train_one_epoch(run: Run, epoch: int) -> list[float]:
 
 def evaluate(run: Run) -> dict[str, float]:
     """This epoch's valid scores of the backbone alone (training.selection)."""
-    return score(run.backbone, HearModel(run.backbone), run.data, run.multilabel, run.classifier)
+    return run.selection(run.backbone, run.classifier)
 
 
 def evaluate_and_save(run: Run, epoch: int, losses: list[float], seconds: float) -> None:

@@ -1,17 +1,22 @@
 """Model selection while tuning: how good is this epoch's encoder, on the valid split only.
 
-The backbone alone (no head) embeds train and valid, and a kNN probe, best over a small k
-grid, scores valid: the score that picks the epoch kept as `best.pt`. Given a classifier head,
-its own valid score is logged beside it, to show it learns. The full kNN probe
+The backbone alone (no head) embeds a reference set of train clips and the valid clips, and a
+kNN probe, best over a small k grid, scores valid: the score that picks the epoch kept as
+`best.pt`. On big tasks both sets are a seeded sample of at most `max_clips` clips (the same
+every epoch), so an epoch's evaluation costs the same on a task of any size. Given a classifier
+head, its own valid score is logged beside it, to show it learns. The full kNN probe
 (probes.knn) chooses k on valid and reports test; this is only for choosing an epoch.
 """
 
+import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
 from hear_contrastune.backbones import Backbone
-from hear_contrastune.hear_api import HearModel, get_scene_embeddings
+from hear_contrastune.data.loading import ClipDataset
+from hear_contrastune.embed import embed_clips
+from hear_contrastune.hear_api import HearModel
 from hear_contrastune.probes.knn_search import KnnIndex, vote
 
 VALID_K = (1, 5, 10, 20)
@@ -25,23 +30,57 @@ def valid_metric(scores: Tensor, truth: Tensor, multilabel: bool) -> float:
     return (scores.argmax(1) == truth).float().mean().item()
 
 
-def score(backbone: Backbone, model: HearModel, data: dict[str, tuple[Tensor, Tensor]],
-          multilabel: bool, head: nn.Module | None = None) -> dict[str, float]:
-    """Valid-split scores of the backbone alone: `valid_knn` (what selects the epoch) and, given
-    a classifier head, `valid_head`."""
-    emb = {split: get_scene_embeddings(audio, model) for split, (audio, _) in data.items()}
-    backbone.train()
-    (train_y, valid_y) = (data["train"][1].cpu(), data["valid"][1].cpu())
-    if not multilabel:
-        n_classes = int(max(train_y.max(), valid_y.max())) + 1
-        train_y = torch.nn.functional.one_hot(train_y, n_classes)
-    neighbours = KnnIndex(emb["train"], device=emb["train"].device).search(
-        emb["valid"], max(VALID_K))
-    scores = {"valid_knn": max(valid_metric(vote(neighbours, train_y, k), valid_y, multilabel)
-                               for k in VALID_K if k <= neighbours.k)}
-    if head is not None:
-        head.eval()
-        with torch.no_grad():
-            scores["valid_head"] = valid_metric(head(emb["valid"]).cpu(), valid_y, multilabel)
-        head.train()
-    return scores
+def sample(n: int, max_clips: int, seed: int) -> list[int]:
+    """All of range(n), or a seeded sorted sample of `max_clips` of it."""
+    if n <= max_clips:
+        return list(range(n))
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(n, max_clips, replace=False))
+
+
+class Selection:
+    """The valid kNN score of a backbone, on fixed samples of train (reference) and valid."""
+
+    def __init__(self, reference: ClipDataset, valid: ClipDataset, reference_targets: Tensor,
+                 valid_targets: Tensor, multilabel: bool, max_clips: int, seed: int,
+                 workers: int) -> None:
+        self.reference, self.valid, self.multilabel, self.workers = (
+            reference, valid, multilabel, workers)
+        self.reference_idx = sample(len(reference), max_clips, seed)
+        self.valid_idx = sample(len(valid), max_clips, seed + 1)
+        self.reference_y = reference_targets[self.reference_idx].cpu()
+        self.valid_y = valid_targets[self.valid_idx].cpu()
+
+    @property
+    def note(self) -> str:
+        """What the selection scores on, for the log."""
+        def part(name: str, used: list[int], data: ClipDataset) -> str:
+            if len(used) == len(data):
+                return f"all {len(data)} {name} clips"
+            return f"a seeded sample of {len(used)} of {len(data)} {name} clips"
+        return ("model selection: valid kNN over " + part("train", self.reference_idx,
+                                                          self.reference)
+                + " against " + part("valid", self.valid_idx, self.valid))
+
+    def __call__(self, backbone: Backbone, head: nn.Module | None = None) -> dict[str, float]:
+        """`valid_knn` (what selects the epoch) and, given a classifier head, `valid_head`."""
+        model = HearModel(backbone)
+        train_emb = embed_clips(model, self.reference, self.reference_idx, self.workers,
+                                "select: train")
+        valid_emb = embed_clips(model, self.valid, self.valid_idx, self.workers,
+                                "select: valid")
+        backbone.train()
+        train_y, valid_y = self.reference_y, self.valid_y
+        if not self.multilabel:
+            n_classes = int(max(train_y.max(), valid_y.max())) + 1
+            train_y = torch.nn.functional.one_hot(train_y, n_classes)
+        neighbours = KnnIndex(train_emb, device=train_emb.device).search(valid_emb, max(VALID_K))
+        scores = {"valid_knn": max(
+            valid_metric(vote(neighbours, train_y, k), valid_y, self.multilabel)
+            for k in VALID_K if k <= neighbours.k)}
+        if head is not None:
+            head.eval()
+            with torch.no_grad():
+                scores["valid_head"] = valid_metric(head(valid_emb).cpu(), valid_y,
+                                                    self.multilabel)
+            head.train()
+        return scores

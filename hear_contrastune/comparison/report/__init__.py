@@ -37,6 +37,7 @@ from hear_contrastune.comparison.report.plots import (
     plot_training,
 )
 from hear_contrastune.comparison.report.tables import (
+    fold_table,
     geometry_table,
     results_tables,
     training_table,
@@ -68,10 +69,20 @@ def build_report(run: Run, plot_dir: Path) -> list[Block]:
     ]
     for title, table, note in results_tables(run.records):
         blocks.append(TableBlock(table, title, note))
+    folds = fold_table(run.records)
+    if folds:
+        blocks += [Heading(2, "k-fold tasks, fold by fold"),
+                   Paragraph("A k-fold task's score above is the mean over its folds, as "
+                             "heareval reports it; here each fold's test score (mean over "
+                             "seeds), with the mean ± sample std over folds. Each tuned method "
+                             "has one model per fold: test fold k, valid fold k+1, train on "
+                             "the rest."),
+                   TableBlock(folds)]
     if embeddings:
         blocks += [
             Heading(2, "Embedding geometry"),
-            Paragraph(f"Measured on each method's test embeddings (all folds for k-fold tasks; "
+            Paragraph(f"Measured on each method's test embeddings (for a k-fold task, each fold's "
+                      "test clips under that fold's model, then averaged; "
                       f"at most {MAX_POINTS} clips, the same random sample for every method), "
                       "mean ± std over seeds. Bold: the best method in the column."),
             Bullets([f"{m.title}: {m.meaning}" for m in MEASURES]),

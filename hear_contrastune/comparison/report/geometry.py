@@ -140,7 +140,8 @@ def measure_embeddings(run: Run) -> dict[str, TaskEmbeddings]:
     """Geometry, projection and kNN curve of every embeddings folder, one at a time (only the
     sample of test clips of one folder is in memory)."""
     tasks: dict[str, TaskEmbeddings] = {}
-    for folder in sorted(run.embeddings, key=lambda f: (f.task, method_key(f.method), f.seed)):
+    for folder in sorted(run.embeddings,
+                         key=lambda f: (f.task, method_key(f.method), f.seed, f.fold)):
         try:
             task = open_embedded_task(folder.path)
             x, y, n = test_points(task)

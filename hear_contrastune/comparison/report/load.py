@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from hear_contrastune.comparison.layout import (
+    FOLDS_DIR,
     MODELS_DIR,
     RESULTS_FILE,
     embeddings_root,
@@ -29,12 +30,14 @@ MAX_POINTS = 2000
 
 @dataclass(frozen=True)
 class RunFolder:
-    """One (task, method, seed) folder: embeddings or a tuning run."""
+    """One (task, method, seed[, fold]) folder: probed embeddings or a tuning run."""
 
     task: str
     method: str
     seed: int
+    fold: str
     path: Path
+    task_folder: str  # the task's folder name in the run (results.json uses `task`)
 
 
 @dataclass
@@ -48,35 +51,43 @@ class Run:
     notes: list[str] = field(default_factory=list)
 
 
-def find_embeddings(root: Path) -> list[RunFolder]:
-    """embeddings/<method>-seed<seed>/<task>/, keyed by the task's name in its metadata (the
-    name results.json uses)."""
+def find_embeddings(run_dir: Path) -> list[RunFolder]:
+    """Every probed embeddings folder: embeddings/<label>/<task>/ of a train/valid/test task,
+    folds/<label>/<task>/<fold>/ of a k-fold one (whose whole embeddings are probed fold by
+    fold); keyed by the task's name in its metadata (the name results.json uses)."""
     found = []
-    for run_dir in sorted(root.iterdir()) if root.is_dir() else []:
-        label = parse_run_label(run_dir.name)
-        if not (label and run_dir.is_dir()):
-            continue
-        for task_dir in sorted(run_dir.iterdir()):
-            if is_hear_folder(task_dir):
-                name = task_dir.name
-                try:
-                    name = open_embedded_task(task_dir).name
-                except UserError:
-                    pass  # reported when its embeddings are read
-                found.append(RunFolder(name, *label, task_dir))
+    for root, per_fold in ((embeddings_root(run_dir), False), (run_dir / FOLDS_DIR, True)):
+        for label_dir in sorted(root.iterdir()) if root.is_dir() else []:
+            label = parse_run_label(label_dir.name)
+            if not (label and label_dir.is_dir()):
+                continue
+            method, seed, _ = label
+            for task_dir in sorted(p for p in label_dir.iterdir() if p.is_dir()):
+                for folder in sorted(task_dir.iterdir()) if per_fold else [task_dir]:
+                    if not is_hear_folder(folder):
+                        continue
+                    name, kfold = task_dir.name, False
+                    try:
+                        task = open_embedded_task(folder)
+                        name, kfold = task.name, task.kfold
+                    except UserError:
+                        pass  # reported when its embeddings are read
+                    if not kfold:
+                        found.append(RunFolder(name, method, seed, folder.name if per_fold
+                                               else "", folder, task_dir.name))
     return found
 
 
 def find_models(root: Path, task_names: dict[str, str]) -> list[RunFolder]:
-    """models/<task folder>/<method>-seed<seed>/ holding an epochs.csv; `task_names` maps a
-    task folder's name to its metadata name where the embeddings tell it."""
+    """models/<task folder>/<label>/ holding an epochs.csv; `task_names` maps a task folder's
+    name to its metadata name where the embeddings tell it."""
     found = []
     for task_dir in sorted(root.iterdir()) if root.is_dir() else []:
         for run_dir in sorted(task_dir.iterdir()) if task_dir.is_dir() else []:
             label = parse_run_label(run_dir.name)
             if label and (run_dir / "epochs.csv").is_file():
                 name = task_names.get(task_dir.name, task_dir.name)
-                found.append(RunFolder(name, *label, run_dir))
+                found.append(RunFolder(name, *label, run_dir, task_dir.name))
     return found
 
 
@@ -89,8 +100,8 @@ def load_run(run_dir: Path) -> Run:
     records = load_results(results) if results.is_file() else []
     if not records:
         notes.append("results.json is missing or empty: no probe scores to show.")
-    embeddings = find_embeddings(embeddings_root(run_dir))
-    task_names = {e.path.name: e.task for e in embeddings}
+    embeddings = find_embeddings(run_dir)
+    task_names = {e.task_folder: e.task for e in embeddings}
     models = find_models(run_dir / MODELS_DIR, task_names)
     return Run(run_dir, records, embeddings, models, notes)
 
@@ -130,8 +141,13 @@ class TrainingLog:
     dict where steps.csv is absent or empty)."""
 
     seed: int
+    fold: str
     epochs: dict[str, np.ndarray]
     steps: dict[str, np.ndarray]
+
+    @property
+    def name(self) -> str:
+        return f"seed {self.seed}" + (f" {self.fold}" if self.fold else "")
 
     @property
     def valid_columns(self) -> list[str]:
@@ -146,15 +162,16 @@ class TrainingLog:
 
 
 def load_training(run: Run) -> dict[str, dict[str, list[TrainingLog]]]:
-    """task -> method -> one log per seed."""
+    """task -> method -> one log per seed (and fold, for a k-fold task)."""
     logs: dict[str, dict[str, list[TrainingLog]]] = defaultdict(dict)
-    for folder in sorted(run.models, key=lambda f: (f.task, method_key(f.method), f.seed)):
+    for folder in sorted(run.models, key=lambda f: (f.task, method_key(f.method), f.seed,
+                                                     f.fold)):
         epochs = read_csv(folder.path / "epochs.csv")
         if "epoch" not in epochs:
             run.notes.append(f"no epochs logged in {folder.path.relative_to(run.path)}")
             continue
         steps_file = folder.path / "steps.csv"
         steps = read_csv(steps_file) if steps_file.is_file() else {}
-        log = TrainingLog(folder.seed, epochs, steps if "epoch" in steps else {})
+        log = TrainingLog(folder.seed, folder.fold, epochs, steps if "epoch" in steps else {})
         logs[folder.task].setdefault(folder.method, []).append(log)
     return dict(logs)

@@ -89,7 +89,7 @@ def plot_knn_curves(summary: TaskEmbeddings, task: str, path: Path) -> None:
         vals = np.array([[c[k] for k in ks] for c in curves])
         mean = vals.mean(axis=0)
         color = method_color(method, methods)
-        label = f"{method} ({len(curves)} seed{'s' * (len(curves) > 1)})"
+        label = f"{method} ({len(curves)} run{'s' * (len(curves) > 1)})"
         # shrinking markers of distinct shapes keep a curve visible under an equal one
         ax.plot(ks, mean, marker="osD^v"[i % 5], markersize=max(3, 10 - 2 * i), alpha=0.85,
                 color=color, label=label)
@@ -122,12 +122,12 @@ def plot_training(by_method: dict[str, list[TrainingLog]], task: str, path: Path
                              alpha=0.25, linewidth=0.8)
             if "loss" in log.epochs:
                 loss_ax.plot(log.epochs["epoch"], log.epochs["loss"], style, marker="o",
-                             color=color, label=f"seed {log.seed}")
+                             color=color, label=log.name)
             for column in log.valid_columns:
                 selects = column == log.valid_column  # the others are drawn with crosses
                 valid_ax.plot(log.epochs["epoch"], log.epochs[column], style, color=color,
                               marker="o" if selects else "x",
-                              label=f"seed {log.seed}" + ("" if selects else f": {column}"))
+                              label=log.name + ("" if selects else f": {column}"))
         names = sorted({c for log in by_method[method] for c in log.valid_columns})
         loss_ax.set_title(f"{method}: training loss (faint: per step)", fontsize=10)
         valid_ax.set_title(f"{method}: {', '.join(names) or 'no validation column'}",

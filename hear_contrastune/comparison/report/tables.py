@@ -11,7 +11,7 @@ import numpy as np
 from hear_contrastune.comparison.layout import SHORT_TITLES, TITLES, method_key, score_key
 from hear_contrastune.comparison.report.geometry import MEASURES, TaskEmbeddings
 from hear_contrastune.comparison.report.load import TrainingLog
-from hear_contrastune.comparison.results import Record
+from hear_contrastune.comparison.results import Record, fold_coverage, task_scores
 
 DECIMALS = 3
 
@@ -61,7 +61,10 @@ class Table:
 
 def results_tables(records: list[Record]) -> list[tuple[str, Table, str]]:
     """One table per probe: rows = methods, columns = tasks and the mean over the tasks every
-    method of the table has. Returns (title, table, footnote)."""
+    method of the table has; a k-fold task's score is its fold mean, and its column says which
+    folds it covers. Returns (title, table, footnote)."""
+    coverage = fold_coverage(records)
+    records = task_scores(records)
     out = []
     for probe in sorted({r.probe for r in records}, key=score_key):
         recs = [r for r in records if r.probe == probe]
@@ -74,7 +77,8 @@ def results_tables(records: list[Record]) -> list[tuple[str, Table, str]]:
             if r.metric not in metrics[r.task]:
                 metrics[r.task].append(r.metric)
         shared = [t for t in tasks if all((m, t) in scores for m in methods)]
-        header = ["method", *(f"{t} ({'/'.join(metrics[t])})" for t in tasks),
+        header = ["method", *(f"{t} ({'/'.join(metrics[t])}"
+                              + (f"; {coverage[t]})" if t in coverage else ")") for t in tasks),
                   f"mean over {len(shared)} task{'s' * (len(shared) != 1)}"]
         rows = [[Cell(m), *(stat_cell(scores[m, t].values()) if (m, t) in scores else Cell("–")
                              for t in tasks), mean_over_tasks(scores, m, shared)]
@@ -113,7 +117,8 @@ def geometry_table(summary: TaskEmbeddings) -> Table:
 
 
 def training_table(logs: dict[str, dict[str, list[TrainingLog]]]) -> Table:
-    """Per (task, method): epochs, best validation score, time and throughput, over seeds."""
+    """Per (task, method): epochs, best validation score, time and throughput, over its runs
+    (seeds, and folds of a k-fold task)."""
     rows = []
     for task, by_method in sorted(logs.items()):
         for method, runs in by_method.items():
@@ -127,8 +132,8 @@ def training_table(logs: dict[str, dict[str, list[TrainingLog]]]) -> Table:
                          Cell(str(max(int(np.nanmax(r.epochs["epoch"])) for r in runs))),
                          stat_cell(best), stat_cell(minutes, 1),
                          stat_cell((epoch_throughput(r) for r in runs), 0)])
-    header = ["task", "method", "validation column", "seeds", "epochs", "best validation",
-              "minutes per seed", "clips/s"]
+    header = ["task", "method", "validation column", "runs", "epochs", "best validation",
+              "minutes per run", "clips/s"]
     return Table(header, rows, [None] * len(header), names=3)
 
 
@@ -145,6 +150,8 @@ def epoch_throughput(log: TrainingLog) -> float | None:
 def summary_table(records: list[Record]) -> str:
     """Markdown: one row per (task, method), one column per probe, the primary test score as
     mean ± std over seeds. What `compare` and `quickstart` print."""
+    coverage = fold_coverage(records)
+    records = task_scores(records)
     probes = sorted({r.probe for r in records}, key=score_key)
     lines = ["| task (metric) | method | "
              + " | ".join(SHORT_TITLES.get(p, p) for p in probes) + " |",
@@ -152,8 +159,34 @@ def summary_table(records: list[Record]) -> str:
     for task in sorted({r.task for r in records}):
         recs = [r for r in records if r.task == task]
         metric = "/".join(dict.fromkeys(r.metric for r in recs))
+        if task in coverage:
+            metric += f"; {coverage[task]}"
         for method in sorted({r.method for r in recs}, key=method_key):
             cells = [stat_cell(r.score for r in recs if (r.method, r.probe) == (method, p)).text
                      for p in probes]
             lines.append(f"| {task} ({metric}) | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def fold_table(records: list[Record]) -> Table | None:
+    """k-fold tasks: each fold's score (mean over seeds) per (task, method, probe), and their
+    mean ± std over folds: how much the task's score depends on the fold; None without any."""
+    kfold = [r for r in records if r.n_folds]
+    if not kfold:
+        return None
+    folds = sorted({r.fold for r in kfold})
+    rows = []
+    for task in sorted({r.task for r in kfold}):
+        recs = [r for r in kfold if r.task == task]
+        for method in sorted({r.method for r in recs}, key=method_key):
+            for probe in sorted({r.probe for r in recs if r.method == method}, key=score_key):
+                per_fold = {f: [r.score for r in recs
+                                if (r.method, r.probe, r.fold) == (method, probe, f)]
+                            for f in folds}
+                means = {f: math.fsum(v) / len(v) for f, v in per_fold.items() if v}
+                rows.append([Cell(task), Cell(method), Cell(SHORT_TITLES.get(probe, probe)),
+                             *(stat_cell([means[f]]) if f in means else Cell("–")
+                               for f in folds),
+                             stat_cell(means.values())])
+    header = ["task", "method", "probe", *folds, "mean ± std over folds"]
+    return Table(header, rows, [None] * len(header), names=3)
