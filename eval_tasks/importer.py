@@ -9,14 +9,17 @@ SOURCE is either
 
 Any format soundfile reads (wav, flac, ogg, aiff, ...) is accepted; each clip is mixed down
 to mono, resampled to 16 kHz with torchaudio and cut or zero-padded (at the end) to one
-duration, by default the median clip length rounded to 0.1 s. Levels are kept as they are.
+duration, by default the median clip length rounded to 0.1 s; or, with duration KEEP_LENGTH,
+kept at its own length (sample_duration null, as hearpreprocess writes FSD50K). Levels are
+kept as they are.
 
 Splits are stratified: train/valid/test per class (each class in each split), or k folds
 (split_mode new_split_kfold) dealt round-robin per class; multilabel tasks use iterative
 stratification (`splits.stratify_multilabel`). Nothing is dropped silently: files that cannot
-be read, are empty or are silent over the kept duration are listed in the returned summary
-with the reason, and so are classes with fewer clips than there are splits (they cannot
-reach every split, so they are left out of the task, vocabulary included).
+be read (or hold NaN or infinite samples), are empty or are silent over the kept duration are
+listed in the returned summary with the reason, and so are classes with fewer clips than there
+are splits (they cannot reach every split, so they are left out of the task, vocabulary
+included).
 
 Output files are named `<index>_<source name, made safe>.wav`, unique even when sources share
 a name; `sources.csv` in the task folder maps each back to its source file.
@@ -82,10 +85,12 @@ class ImportSummary:
     task_dir: Path
     prediction_type: str
     split_mode: str
-    sample_duration: float
-    duration_source: str  # "median" or "given"
+    sample_duration: float | None  # None: every clip kept its own length
+    duration_source: str  # "median", "given" or "kept"
     clips: dict[str, int]  # per split, in split order
     classes: list[str]
+    shortest: float  # seconds, of the clips written
+    longest: float
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     dropped_classes: dict[str, int] = field(default_factory=dict)  # label -> its clips
     unlabelled_clips: int = 0  # multilabel: clips whose every label was dropped
@@ -94,11 +99,15 @@ class ImportSummary:
     padded: int = 0
 
     def __str__(self) -> str:
-        how = "median clip length" if self.duration_source == "median" else "as given"
+        if self.sample_duration is None:
+            length = (f"clips kept at their own length, {self.shortest:g}-{self.longest:g} s "
+                      "(sample_duration null)")
+        else:
+            how = "median clip length" if self.duration_source == "median" else "as given"
+            length = f"{self.sample_duration:g} s clips ({how})"
         lines = [
             f"imported {sum(self.clips.values())} clips into {self.task_dir}: "
-            f"{self.prediction_type}, {len(self.classes)} classes, {self.split_mode}, "
-            f"{self.sample_duration:g} s clips ({how})",
+            f"{self.prediction_type}, {len(self.classes)} classes, {self.split_mode}, {length}",
             "  clips: " + ", ".join(f"{s} {n}" for s, n in self.clips.items()),
             "  classes: " + _shorten(self.classes, 12),
         ]
@@ -210,7 +219,8 @@ def _scan_csv(source: Path) -> tuple[list[SourceFile], list[tuple[str, str]]]:
 
 
 def load_clip(path: Path, num_samples: int | None = None) -> np.ndarray:
-    """A source file as mono float32 at SAMPLE_RATE, cut or zero-padded to `num_samples`."""
+    """A source file as mono float32 at SAMPLE_RATE, cut or zero-padded to `num_samples`
+    (None: at its own length)."""
     audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     x = to_task_rate(audio.mean(axis=1), rate)
     if num_samples is None:
@@ -238,17 +248,20 @@ def _probe(path: Path) -> tuple[float | None, str | None]:
     return info.frames / info.samplerate, None
 
 
-def _decode(path: Path, num_samples: int) -> tuple[int | None, str | None]:
-    """(decoded length in samples, None), or (None, why the clip cannot be used)."""
+def _decode(path: Path, num_samples: int | None) -> tuple[int | None, str | None]:
+    """(decoded length in samples, None), or (None, why the clip cannot be used).
+    `num_samples`: what will be kept of it (None: all of it)."""
     try:
         full = load_clip(path)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
         return None, f"cannot decode ({_error(e)})"
     if len(full) == 0:
         return None, "empty (no samples)"
-    kept = full[:num_samples]
-    if float(np.abs(kept).max()) < SILENT_PEAK:
-        return None, f"silent in its first {num_samples / SAMPLE_RATE:g} s (peak below -60 dBFS)"
+    if not np.isfinite(full).all():  # 16-bit PCM would turn them into full-scale clicks
+        return None, "cannot decode (NaN or infinite samples)"
+    if float(np.abs(full[:num_samples]).max()) < SILENT_PEAK:
+        where = "" if num_samples is None else f" in its first {num_samples / SAMPLE_RATE:g} s"
+        return None, f"silent{where} (peak below -60 dBFS)"
     return len(full), None
 
 
@@ -312,13 +325,13 @@ def _sources_csv(clips: list[Clip], splits: list[str]) -> str:
     writer = csv.writer(rows, lineterminator="\n")
     writer.writerow(["split", "filename", "source"])
     for c in sorted(clips, key=lambda c: (splits.index(c.split), c.filename)):
-        writer.writerow([c.split, c.filename, c.notes[0].shown])
+        writer.writerow([c.split, c.filename, c.sounds[0].shown])
     return rows.getvalue()
 
 
 def _file_renderer() -> ClipRenderer:
     def render(clip: Clip, num_samples: int) -> np.ndarray:
-        (source,) = clip.notes
+        (source,) = clip.sounds
         return load_clip(source.path, num_samples)
 
     return render
@@ -326,7 +339,7 @@ def _file_renderer() -> ClipRenderer:
 
 def _check_options(
     split: str, folds: int, valid_fraction: float, test_fraction: float,
-    duration: float | None,
+    duration: float | str | None,
 ) -> None:
     if split not in SPLIT_MODES:
         raise UserError(f"split {split!r}: expected one of {', '.join(SPLIT_MODES)}")
@@ -342,7 +355,10 @@ def _check_options(
             f"valid fraction {valid_fraction} and test fraction {test_fraction}: each must be "
             "above 0 and together below 1"
         )
-    if duration is not None and not duration > 0:
+    if isinstance(duration, str):
+        if duration != KEEP_LENGTH:
+            raise UserError(f"duration {duration!r}: expected seconds > 0 or {KEEP_LENGTH!r}")
+    elif duration is not None and not duration > 0:
         raise UserError(f"duration {duration}: expected seconds > 0")
 
 
@@ -367,7 +383,7 @@ def import_task(
     source: Path,
     out_dir: Path,
     name: str | None = None,
-    duration: float | None = None,
+    duration: float | str | None = None,
     split: str = SPLIT_MODES[0],
     folds: int = DEFAULT_FOLDS,
     valid_fraction: float = DEFAULT_VALID_FRACTION,
@@ -376,6 +392,7 @@ def import_task(
 ) -> ImportSummary:
     """Import SOURCE (a folder per class, or a `path,labels` CSV) as the HEAR task
     out_dir/<name> (name defaults to SOURCE's name, made safe) and say what was done.
+    `duration`: seconds, None for the median length, or KEEP_LENGTH to keep every clip's own.
 
     The task is written all or nothing; a task folder already at that path is replaced, any
     other folder there is an error. The same source, options and seed give the same task.
@@ -409,10 +426,13 @@ def import_task(
             lengths[i] = seconds
     if not lengths:
         raise UserError(f"{source}: none of the {len(files)} files is readable audio")
-    duration_source = "given" if duration is not None else "median"
-    if duration is None:
-        duration = max(0.1, round(statistics.median(lengths.values()), 1))
-    num_samples = round(duration * SAMPLE_RATE)
+    if duration == KEEP_LENGTH:
+        duration_source, duration, num_samples = "kept", None, None
+    else:
+        duration_source = "given" if duration is not None else "median"
+        if duration is None:
+            duration = max(0.1, round(statistics.median(lengths.values()), 1))
+        num_samples = round(duration * SAMPLE_RATE)
     candidates = sorted(lengths)
     with ThreadPoolExecutor(RENDER_THREADS) as pool:
         decoded = list(pool.map(lambda i: _decode(files[i].path, num_samples), candidates))
@@ -446,7 +466,10 @@ def import_task(
     assigned = _assign_splits(kept, splits, fractions, kfold, multilabel, rng)
     width = max(5, len(str(len(kept) - 1)))
     clips = [
-        Clip(s, f"{i:0{width}d}_{_safe_stem(f.path)}.wav", f.labels, (f,), None)
+        Clip(
+            s, f"{i:0{width}d}_{_safe_stem(f.path)}.wav", f.labels, (f,), None,
+            None if num_samples is not None else decoded_length[f.path] / SAMPLE_RATE,
+        )
         for i, (f, s) in enumerate(zip(kept, assigned, strict=True))
     ]
     present = {(c.split, x) for c in clips for x in c.labels}
@@ -474,6 +497,7 @@ def import_task(
         extra_files=(("sources.csv", _sources_csv(clips, splits)),),
     )
     write_task(task_dir, plan)
+    written = [decoded_length[f.path] if num_samples is None else num_samples for f in kept]
     return ImportSummary(
         task_dir=task_dir,
         prediction_type=prediction_type,
@@ -482,10 +506,12 @@ def import_task(
         duration_source=duration_source,
         clips={s: sum(c.split == s for c in clips) for s in splits},
         classes=classes,
+        shortest=min(written) / SAMPLE_RATE,
+        longest=max(written) / SAMPLE_RATE,
         skipped=skipped,
         dropped_classes=dropped,
         unlabelled_clips=unlabelled,
         missing_from_splits=missing,
-        trimmed=sum(decoded_length[f.path] > num_samples for f in kept),
-        padded=sum(decoded_length[f.path] < num_samples for f in kept),
+        trimmed=sum(decoded_length[f.path] > n for f, n in zip(kept, written, strict=True)),
+        padded=sum(decoded_length[f.path] < n for f, n in zip(kept, written, strict=True)),
     )

@@ -3,7 +3,8 @@
     <task>/task_metadata.json
     <task>/labelvocabulary.csv          idx,label
     <task>/<split>.json                 {filename: [label, ...]}
-    <task>/16000/<split>/<filename>     16 kHz mono 16-bit PCM, exactly sample_duration long
+    <task>/16000/<split>/<filename>     16 kHz mono 16-bit PCM, exactly sample_duration long;
+                                        each at its own length where sample_duration is null
 
 The whole task is written in a temporary folder beside its final path and renamed into place
 at the end, so a killed build leaves nothing that looks like a task. A folder already there is
@@ -13,6 +14,9 @@ build would write and every clip it lists exists; anything else is rebuilt.
 What a clip sounds like is up to the plan's renderer: the soundfont by default, espeak-ng for
 espeak-word, the user's own files for `importer`. The layout, validation and atomic write are
 the same for all of them.
+
+A task whose clips vary in length is written as hearpreprocess writes FSD50K: sample_duration
+null in the metadata, every clip planned with its own `seconds` and rendered at that length.
 """
 
 import json
@@ -30,7 +34,7 @@ import torch
 import torchaudio
 from tqdm.auto import tqdm
 
-from eval_tasks.soundfont import SAMPLE_RATE, Note, Renderer
+from eval_tasks.soundfont import SAMPLE_RATE, Note, Phrase, Renderer
 from hear_contrastune.atomic import atomic_dir
 
 # Characters that would need CSV quoting, which heareval's `idx,label` readers do not expect.
@@ -44,28 +48,35 @@ RENDER_THREADS = min(4, os.cpu_count() or 1)
 @dataclass(frozen=True)
 class Clip:
     """One clip to render: where it goes, its labels, what its renderer plays (soundfont
-    `Note`s; for other renderers their own description, e.g. one espeak utterance or one
-    source file) and its peak level in dBFS (None: the renderer keeps the source's level)."""
+    `Note`s or `Phrase`s; for other renderers their own description, e.g. one espeak utterance
+    or one source file), its peak level in dBFS (None: the renderer keeps the source's level)
+    and, only in a task whose sample_duration is null, its own length in seconds."""
 
     split: str
     filename: str
     labels: tuple[str, ...]
-    notes: tuple[Any, ...]
+    sounds: tuple[Any, ...]  # what the renderer plays: Notes, Phrases, an utterance, a file
     peak_db: float | None
+    seconds: float | None = None
 
 
-# Renders one clip to mono float32 at SAMPLE_RATE, exactly `num_samples` long.
+# Renders one clip to mono float32 at SAMPLE_RATE, exactly `num_samples` long (the task's
+# length, or the clip's own where sample_duration is null).
 ClipRenderer = Callable[[Clip, int], np.ndarray]
 
 
 def soundfont_renderer() -> ClipRenderer:
-    """The default: each clip's `Note`s through one tinysoundfont synth."""
+    """The default: each clip's `Note`s (each rendered apart) or `Phrase`s (each played in
+    time on one channel) through one tinysoundfont synth."""
     renderer = Renderer(SAMPLE_RATE)
 
     def render(clip: Clip, num_samples: int) -> np.ndarray:
-        notes: tuple[Note, ...] = clip.notes
         if clip.peak_db is None:
             raise ValueError(f"{clip.filename}: soundfont clips need a peak level")
+        if all(isinstance(p, Phrase) for p in clip.sounds):
+            phrases: tuple[Phrase, ...] = clip.sounds
+            return renderer.mix(phrases, num_samples, clip.peak_db)
+        notes: tuple[Note, ...] = clip.sounds
         return renderer.clip(notes, num_samples, clip.peak_db)
 
     return render
@@ -111,19 +122,24 @@ def task_metadata(
     prediction_type: str,
     evaluation: list[str],
     splits: list[str],
-    sample_duration: float,
+    sample_duration: float | None,
     size: str,
     seed: int,
+    split_mode: str | None = None,
     **extra: object,
 ) -> dict:
-    """task_metadata.json as hearpreprocess writes it; `mode` and `seed` record the build."""
-    kfold = splits[0].startswith("fold")
+    """task_metadata.json as hearpreprocess writes it; `mode` and `seed` record the build.
+    split_mode defaults to new_split_kfold for fold splits, else trainvaltest; pass
+    presplit_kfold for folds that are part of the dataset (ESC-50's)."""
+    if split_mode is None:
+        split_mode = "new_split_kfold" if splits[0].startswith("fold") else "trainvaltest"
+    kfold = split_mode != "trainvaltest"
     meta: dict = {
         "task_name": name,
         "version": version,
         "embedding_type": "scene",
         "prediction_type": prediction_type,
-        "split_mode": "new_split_kfold" if kfold else "trainvaltest",
+        "split_mode": split_mode,
         "sample_duration": sample_duration,
         "evaluation": evaluation,
         "download_urls": [],
@@ -156,8 +172,14 @@ def _validate(plan: TaskPlan) -> None:
     for label in plan.vocabulary:
         if not label or any(ch in label for ch in FORBIDDEN_LABEL_CHARS):
             raise ValueError(f"{plan.name}: label {label!r} cannot go in labelvocabulary.csv")
+    varlen = plan.metadata["sample_duration"] is None
     seen: set[tuple[str, str]] = set()
     for c in plan.clips:
+        if varlen != (c.seconds is not None):
+            need = "its own length (sample_duration is null)" if varlen else "no length of its own"
+            raise ValueError(f"{plan.name}: {c.filename} needs {need}")
+        if varlen and not round(c.seconds * SAMPLE_RATE) > 0:
+            raise ValueError(f"{plan.name}: {c.filename} is {c.seconds} s long")
         if c.split not in splits:
             raise ValueError(f"{plan.name}: clip {c.filename} in unknown split {c.split}")
         if (c.split, c.filename) in seen:
@@ -191,33 +213,42 @@ def is_complete(task_dir: Path, plan: TaskPlan) -> bool:
     return True
 
 
-def _rendered(
-    plan: TaskPlan, render: ClipRenderer, num_samples: int
-) -> Iterator[tuple[Clip, np.ndarray]]:
+def clip_samples(clip: Clip, sample_duration: float | None) -> int:
+    """A clip's length in samples: the task's, or its own where sample_duration is null."""
+    seconds = clip.seconds if sample_duration is None else sample_duration
+    return round(seconds * SAMPLE_RATE)
+
+
+def _rendered(plan: TaskPlan, render: ClipRenderer) -> Iterator[tuple[Clip, np.ndarray]]:
     """(clip, audio) in plan order, rendered `plan.render_threads` at a time."""
+    duration = plan.metadata["sample_duration"]
+
+    def one(c: Clip) -> np.ndarray:
+        return render(c, clip_samples(c, duration))
+
     if plan.render_threads <= 1:
         for c in plan.clips:
-            yield c, render(c, num_samples)
+            yield c, one(c)
         return
     with ThreadPoolExecutor(plan.render_threads) as pool:
         for i in range(0, len(plan.clips), RENDER_CHUNK):
             chunk = plan.clips[i : i + RENDER_CHUNK]
-            yield from zip(chunk, pool.map(lambda c: render(c, num_samples), chunk), strict=True)
+            yield from zip(chunk, pool.map(one, chunk), strict=True)
 
 
 def write_task(task_dir: Path, plan: TaskPlan) -> Path:
     """Render every clip and write the task at `task_dir`, replacing whatever was there."""
     _validate(plan)
-    num_samples = round(plan.metadata["sample_duration"] * SAMPLE_RATE)
     render = plan.renderer()
     with atomic_dir(task_dir) as tmp:
         for split in plan.metadata["splits"]:
             (tmp / str(SAMPLE_RATE) / split).mkdir(parents=True)
         rendered = tqdm(
-            _rendered(plan, render, num_samples),
+            _rendered(plan, render),
             desc=f"render {plan.name}", unit="clip", total=len(plan.clips),
         )
         for c, audio in rendered:
+            num_samples = clip_samples(c, plan.metadata["sample_duration"])
             if audio.shape != (num_samples,):
                 raise ValueError(f"{c.filename}: rendered {audio.shape}, expected {num_samples}")
             path = tmp / str(SAMPLE_RATE) / c.split / c.filename

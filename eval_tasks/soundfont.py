@@ -44,6 +44,27 @@ class Note:
     gain_db: float = 0.0
 
 
+@dataclass(frozen=True)
+class Phrase:
+    """Notes of one program played in time on one synth channel, as a player would: a note's
+    release rings on under the next one, where `Renderer.clip` renders every note apart. The
+    notes' velocities shape the phrase's dynamics (their `gain_db` is not used); `gain_db` is
+    the phrase's level relative to the clip's other phrases after each is RMS-normalised over
+    its span, first onset to last key release, so a short event in a long clip is heard."""
+
+    notes: tuple[Note, ...]
+    gain_db: float = 0.0
+
+    @property
+    def onset(self) -> float:
+        return min(n.onset for n in self.notes)
+
+    @property
+    def end(self) -> float:
+        """When its last key is released, in seconds from the clip's start."""
+        return max(n.onset + n.hold for n in self.notes)
+
+
 class Renderer:
     """A tinysoundfont synth with the soundfont loaded once, rendering mono float32 audio."""
 
@@ -90,6 +111,58 @@ class Renderer:
             if rms == 0.0:
                 raise ValueError(f"{n}: renders silence")
             out[start:] += x / rms * 10 ** (n.gain_db / 20)
+        return finish_clip(out, self.sample_rate, peak_db)
+
+    def phrase(self, phrase: Phrase, num_samples: int) -> np.ndarray:
+        """`num_samples` of `phrase` from a silent synth, starting at its first onset: key
+        presses and releases in time order on one channel (a release before a press at the
+        same sample, so a repeated key restarts). Stereo presets are averaged to mono."""
+        programs = {n.program for n in phrase.notes}
+        if len(programs) != 1:
+            raise ValueError(f"a phrase plays one program, got {sorted(programs)}")
+        origin = round(phrase.onset * self.sample_rate)
+        events: list[tuple[int, int, int, int]] = []  # (sample, 0 release / 1 press, key, vel)
+        for n in phrase.notes:
+            on = round(n.onset * self.sample_rate) - origin
+            events += [(on, 1, n.pitch, n.velocity),
+                       (on + round(n.hold * self.sample_rate), 0, n.pitch, 0)]
+        self.synth.sounds_off()
+        self._generate(FLUSH_SAMPLES)
+        (program,) = programs
+        self.synth.program_select(0, self.sfid, 0, program)
+        parts: list[np.ndarray] = []
+        held: set[int] = set()
+        now = 0
+        for at, press, key, velocity in sorted(events):
+            at = min(at, num_samples)
+            parts.append(self._generate(at - now))
+            now = at
+            if not press:
+                self.synth.noteoff(0, key)
+                held.discard(key)
+            elif key in held:
+                raise ValueError(f"phrase presses key {key} while it is held")
+            elif not self.synth.noteon(0, key, velocity):
+                raise ValueError(f"program {program} cannot play key {key} velocity {velocity}")
+            else:
+                held.add(key)
+        parts.append(self._generate(num_samples - now))
+        return np.concatenate(parts).mean(axis=1)
+
+    def mix(self, phrases: Sequence[Phrase], num_samples: int, peak_db: float) -> np.ndarray:
+        """A clip of `num_samples` mixing `phrases`, each RMS-normalised over its span and set
+        to its `gain_db`, then faded out and peak-normalised to `peak_db` dBFS."""
+        out = np.zeros(num_samples, dtype=np.float64)
+        for p in phrases:
+            start = round(p.onset * self.sample_rate)
+            if not 0 <= start < num_samples:
+                raise ValueError(f"{p}: onset outside the clip")
+            x = self.phrase(p, num_samples - start).astype(np.float64)
+            span = x[: max(1, round((p.end - p.onset) * self.sample_rate))]
+            rms = float(np.sqrt(np.mean(span**2)))
+            if rms == 0.0:
+                raise ValueError(f"{p}: renders silence")
+            out[start:] += x / rms * 10 ** (p.gain_db / 20)
         return finish_clip(out, self.sample_rate, peak_db)
 
 

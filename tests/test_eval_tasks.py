@@ -14,10 +14,10 @@ import pytest
 import soundfile as sf
 
 import eval_tasks
-from eval_tasks import espeak, espeak_word, gm
+from eval_tasks import espeak, espeak_word, gm, gm_tags_varlen
 from eval_tasks.check import check_task
 from eval_tasks.layout import Clip, TaskPlan, is_complete, write_task
-from eval_tasks.soundfont import Note, Renderer
+from eval_tasks.soundfont import Note, Phrase, Renderer
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 
@@ -88,7 +88,8 @@ def test_small_tasks_have_hearpreprocess_layout_and_pass_check(small: dict[str, 
         wav = next((path / "16000" / meta["splits"][0]).iterdir())
         info = sf.info(str(wav))
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
-        assert info.frames == round(meta["sample_duration"] * 16000)
+        if meta["sample_duration"] is not None:  # else each clip has its own length
+            assert info.frames == round(meta["sample_duration"] * 16000)
 
 
 def test_gm_program_small_contents(small: dict[str, Path]) -> None:
@@ -115,7 +116,7 @@ def test_gm_program_held_out_keys_are_disjoint_but_cover_the_range(
     for split, ks in full_keys.items():
         assert len(ks) == 12 and {k % 12 for k in ks} == set(range(12))
         assert min(ks) < 51 and max(ks) > 80, split  # each split spans the whole range
-        planned = {n.pitch for c in full.clips if c.split == split for n in c.notes}
+        planned = {n.pitch for c in full.clips if c.split == split for n in c.sounds}
         assert planned == set(ks)
     assert not set(full_keys["train"]) & (set(full_keys["valid"]) | set(full_keys["test"]))
 
@@ -130,7 +131,7 @@ def test_gm_program_full_plan_size() -> None:
             if c.split == split:
                 per_class[c.labels[0]] = per_class.get(c.labels[0], 0) + 1
         assert set(per_class.values()) == {12} and len(per_class) == len(full.vocabulary)
-    velocities = [c.notes[0].velocity for c in full.clips]
+    velocities = [c.sounds[0].velocity for c in full.clips]
     assert min(velocities) < 50 and max(velocities) > 115
 
 
@@ -191,6 +192,7 @@ def test_chosen_programs_sound_at_range_ends_and_soft() -> None:
     r = Renderer()
     uses = [
         (gm.PROGRAM_POOL, (48, 83)),
+        (gm.SCENE_EFFECTS, (48, 83)),
         (gm.AUDIBLE_PROGRAMS, (48, 83)),
         (gm.PITCHED_PROGRAMS, (36, 84)),
     ]
@@ -264,7 +266,7 @@ def test_gm_family_mix_labels_are_the_families_of_distinct_notes(
     assert sizes == {1, 2, 3} and seen == set(task.vocabulary)
     full = eval_tasks.plan_task("gm-family-mix", "full")
     assert len(full.vocabulary) == 15 and len(full.clips) == 3000
-    keys = {s: {n.pitch for c in full.clips if c.split == s for n in c.notes} for s in task.splits}
+    keys = {s: {n.pitch for c in full.clips if c.split == s for n in c.sounds} for s in task.splits}
     assert keys["test"].isdisjoint(keys["train"] | keys["valid"])
     assert keys["valid"].isdisjoint(keys["train"])
 
@@ -342,6 +344,156 @@ def test_heareval_reads_our_tasks(small: dict[str, Path]) -> None:
     assert available_scores["pitch_acc"](label_to_idx=label_to_idx)(octave_up, targets) == 0.0
 
 
+def test_gm_phrase_5fold_has_esc50s_shape_and_holds_out_keys(
+    small: dict[str, Path], tmp_path: Path
+) -> None:
+    task = load_task(small["gm-phrase-5fold"])
+    meta = task.metadata
+    assert meta["split_mode"] == "presplit_kfold" and meta["nfolds"] == 5
+    assert task.splits == [f"fold{i:02d}" for i in range(5)]
+    assert task.duration == 5.0 and task.evaluation == ["top1_acc"]
+    for fold in task.splits:  # every class in every fold
+        assert sorted(labels[0] for _, labels in task.examples(fold)) == sorted(task.vocabulary)
+    again = eval_tasks.build("gm-phrase-5fold", tmp_path / "again", size="small", seed=0)
+    assert _tree_bytes(again) == _tree_bytes(small["gm-phrase-5fold"])
+    other = eval_tasks.build("gm-phrase-5fold", tmp_path / "other", size="small", seed=1)
+    assert _tree_bytes(other) != _tree_bytes(again)
+    # The full plan, without rendering it: 50 classes, 4 clips each per fold, phrases of
+    # several notes that end before the clip does, each fold on keys no other fold plays.
+    full = eval_tasks.plan_task("gm-phrase-5fold", "full")
+    assert len(full.vocabulary) == 50 and len(full.clips) == 1000
+    assert {gm.program_name(p) for p in gm.SCENE_EFFECTS} <= set(full.vocabulary)
+    fold_keys = full.metadata["fold_keys"]
+    assert sorted(k for ks in fold_keys.values() for k in ks) == list(range(48, 84))
+    per_fold: dict[str, list[str]] = {}
+    for c in full.clips:
+        per_fold.setdefault(c.split, []).append(c.labels[0])
+        [phrase] = c.sounds
+        assert len(phrase.notes) >= 3 and 0 <= phrase.onset <= 0.5 and phrase.end <= 4.8
+        assert {n.pitch for n in phrase.notes} <= set(fold_keys[c.split])
+    assert all(sorted(v) == sorted(full.vocabulary * 4) for v in per_fold.values())
+
+
+def test_gm_tags_varlen_has_fsd50ks_shape(small: dict[str, Path], tmp_path: Path) -> None:
+    path = small["gm-tags-varlen"]
+    task = load_task(path)
+    assert json.loads((path / "task_metadata.json").read_text())["sample_duration"] is None
+    assert task.duration is None and task.num_samples is None and task.multilabel
+    assert task.metadata["split_mode"] == "trainvaltest"
+    assert task.evaluation == ["mAP", "d_prime", "aucroc", "top1_acc"]
+    frames = []
+    for split in task.splits:
+        for filename, labels in task.examples(split):
+            info = sf.info(str(task.wav_path(split, filename)))
+            frames.append(info.frames)
+            programs = [int(p) for p in re.search(r"_p([\d-]+)\.wav", filename)[1].split("-")]
+            families = [gm.family(p) for p in programs]
+            assert labels == families + [gm.program_name(p) for p in programs]
+            assert len(set(families)) == len(families)
+    assert len(set(frames)) > len(frames) // 2  # lengths vary ...
+    assert 0.3 * 16000 <= min(frames) and max(frames) <= 6 * 16000  # ... within 0.3-6 s
+    again = eval_tasks.build("gm-tags-varlen", tmp_path / "again", size="small", seed=0)
+    assert _tree_bytes(again) == _tree_bytes(path)
+    full = eval_tasks.plan_task("gm-tags-varlen", "full")
+    assert len(full.vocabulary) == 60 and len(full.clips) == 1000
+    seconds = sorted(c.seconds for c in full.clips)
+    assert seconds[0] < 0.4 and seconds[-1] > 5.5 and 1.0 < seconds[500] < 1.7
+    keys = {s: {n.pitch for c in full.clips if c.split == s for p in c.sounds for n in p.notes}
+            for s in task.splits}
+    assert keys["test"].isdisjoint(keys["train"] | keys["valid"])
+    assert keys["valid"].isdisjoint(keys["train"])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_gm_tags_varlen_every_listed_score_computes(small: dict[str, Path]) -> None:
+    """heareval's own score functions give a number for each listed score on the small
+    test split (d_prime and aucroc quietly return nan when a label lacks positives or
+    negatives), and every label of every split has both, for other seeds too. A perfect
+    ranking makes heareval's d_prime inf (norm.ppf(1)), which the README points out."""
+    from heareval.score import available_scores
+
+    task = load_task(small["gm-tags-varlen"])
+    label_to_idx = {label: i for i, label in enumerate(task.vocabulary)}
+    examples = task.examples("test")
+    targets = np.zeros((len(examples), len(task.vocabulary)))
+    for i, (_, labels) in enumerate(examples):
+        targets[i, [label_to_idx[x] for x in labels]] = 1
+    assert 0 < targets.sum(axis=0).min() and targets.sum(axis=0).max() < len(examples)
+    scores = {
+        name: available_scores[name](label_to_idx=label_to_idx) for name in task.evaluation
+    }
+    guesses = np.random.default_rng(0).random(targets.shape)
+    for name, score in scores.items():
+        assert np.isfinite(score(guesses, targets)), name
+    perfect = targets + 0.5 * guesses
+    assert scores["mAP"](perfect, targets) == scores["aucroc"](perfect, targets) == 1.0
+    assert scores["d_prime"](perfect, targets) == np.inf
+    for seed in range(1, 30):  # the plan checks every label of every split itself
+        eval_tasks.plan_task("gm-tags-varlen", "small", seed)
+    with pytest.raises(ValueError, match="d_prime and aucroc need positives and negatives"):
+        gm_tags_varlen._check_every_label_decides(
+            [c for c in eval_tasks.plan_task("gm-tags-varlen", "small").clips
+             if c.split != "valid" or "Brass" not in c.labels], task.vocabulary
+        )
+
+
+def test_check_task_on_clips_of_varying_length(small: dict[str, Path], tmp_path: Path) -> None:
+    """Any length passes where sample_duration is null; empty, silent, NaN, stereo, wrong
+    rate and unreadable clips do not."""
+    task = Path(shutil.copytree(small["gm-tags-varlen"], tmp_path / "task"))
+    files = sorted((task / "16000" / "test").iterdir())
+    longer, empty, silent, nan, stereo, wrong_rate, garbage = files[:7]
+    sf.write(str(longer), np.full(50000, 0.1, np.float32), 16000, subtype="PCM_16")
+    sf.write(str(empty), np.zeros(0, np.float32), 16000)
+    sf.write(str(silent), np.zeros(9000, np.float32), 16000, subtype="PCM_16")
+    sf.write(str(nan), np.array([0.5, np.nan] * 4000, np.float32), 16000, subtype="FLOAT")
+    sf.write(str(stereo), np.full((9000, 2), 0.1, np.float32), 16000)
+    sf.write(str(wrong_rate), np.full(9000, 0.1, np.float32), 22050)
+    garbage.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" * 8)
+    problems = check_task(task)
+    expected = [
+        f"{empty}: empty (no samples)",
+        f"{silent}: silent",
+        f"{nan}: NaN or infinite samples",
+        f"{stereo}: 2 channels, expected mono",
+        f"{wrong_rate}: 22050 Hz, expected 16000 Hz",
+        f"{garbage}: cannot read audio",
+    ]
+    assert len(problems) == len(expected), problems
+    for e in expected:
+        assert any(p.startswith(e) for p in problems), (e, problems)
+
+
+def test_phrase_plays_in_time_on_one_channel() -> None:
+    """A phrase renders the same after another sound as on a fresh synth, lets a repeated
+    key sound again, and refuses what one channel cannot play."""
+    phrase = Phrase((Note(0, 60, 100, 0.1, 0.2), Note(0, 60, 90, 0.3, 0.2),
+                     Note(0, 64, 80, 0.5, 0.3)))
+    fresh = Renderer().phrase(phrase, 16000)
+    r = Renderer()
+    r.note(89, 72, 127, 16000, 16000)
+    np.testing.assert_array_equal(r.phrase(phrase, 16000), fresh)
+    assert np.abs(fresh[3200:4800]).max() > 0.1  # the repeated key, pressed again at 0.3 s
+    with pytest.raises(ValueError, match="presses key 60 while it is held"):
+        r.phrase(Phrase((Note(0, 60, 100, 0.0, 0.5), Note(0, 60, 100, 0.2, 0.1))), 16000)
+    with pytest.raises(ValueError, match="one program"):
+        r.phrase(Phrase((Note(0, 60, 100, 0.0, 0.1), Note(40, 62, 100, 0.2, 0.1))), 16000)
+
+
+def test_layout_needs_a_length_for_every_clip_of_a_varlen_task(tmp_path: Path) -> None:
+    plan = eval_tasks.plan_task("gm-tags-varlen", "small")
+    clip = plan.clips[0]
+    no_length = Clip(clip.split, clip.filename, clip.labels, clip.sounds, clip.peak_db)
+    with pytest.raises(ValueError, match="needs its own length"):
+        write_task(tmp_path / "t", TaskPlan(plan.metadata, plan.vocabulary, [no_length]))
+    fixed = eval_tasks.plan_task("gm-program", "small")
+    c = fixed.clips[0]
+    with_length = Clip(c.split, c.filename, c.labels, c.sounds, c.peak_db, 0.5)
+    with pytest.raises(ValueError, match="needs no length of its own"):
+        write_task(tmp_path / "t", TaskPlan(fixed.metadata, fixed.vocabulary, [with_length]))
+    assert not (tmp_path / "t").exists()
+
+
 def _variant(filename: str) -> str:
     return filename.split("_", 1)[0]
 
@@ -394,7 +546,7 @@ def test_espeak_word_full_plan_holds_out_voice_families() -> None:
     assert espeak.variant_family("anikaRobot") == espeak.variant_family("anika")
     assert len({c.filename.lower() for c in full.clips}) == len(full.clips)
     for split in ("train", "valid", "test"):
-        utterances = [c.notes[0] for c in full.clips if c.split == split]
+        utterances = [c.sounds[0] for c in full.clips if c.split == split]
         assert {u.accent for u in utterances} == set(espeak.ACCENTS)
         assert min(u.speed for u in utterances) < 145 and max(u.speed for u in utterances) > 195
         assert min(u.pitch for u in utterances) < 25 and max(u.pitch for u in utterances) > 75

@@ -14,7 +14,7 @@ import torch
 import torchaudio
 
 from eval_tasks.check import check_task
-from eval_tasks.importer import import_task
+from eval_tasks.importer import KEEP_LENGTH, import_task
 from eval_tasks.soundfont import Note, Renderer
 from eval_tasks.splits import split_counts, stratify_multilabel
 from hear_contrastune.data.task import load_task
@@ -272,3 +272,50 @@ def test_heareval_reads_imported_tasks(imported, source: Path, tmp_path: Path) -
         _, nlabels = label_vocab_nlabels(task_dir)
         assert nlabels == len(CLASSES)
         assert len(get_splits_from_metadata(meta)) == n_splits
+
+
+def test_import_keeping_every_clips_length(imported, source: Path, tmp_path: Path) -> None:
+    """duration 'none': sample_duration null, each clip at its own (resampled) length."""
+    s = import_task(source, tmp_path, name="varlen", duration=KEEP_LENGTH)
+    assert s.sample_duration is None and s.duration_source == "kept"
+    assert (s.trimmed, s.padded) == (0, 0) and s.clips == imported.clips
+    assert "kept at their own length, 1-1.7 s (sample_duration null)" in str(s), str(s)
+    task = load_task(s.task_dir)
+    assert task.metadata["sample_duration"] is None and task.num_samples is None
+    assert check_task(s.task_dir) == []
+    sources = _sources(s.task_dir)
+    for src, (split, filename) in sources.items():
+        out, rate = sf.read(str(s.task_dir / "16000" / split / filename), dtype="float32")
+        original = sf.info(str(source / src))
+        assert rate == 16000 and len(out) == -(-original.frames * 16000 // original.samplerate)
+        if original.samplerate == 16000:  # nothing resampled: the samples themselves
+            expected, _ = sf.read(str(source / src), dtype="float32")
+            np.testing.assert_allclose(out, expected, atol=1 / 32768)
+    assert len({sf.info(str(p)).frames for p in (s.task_dir / "16000").rglob("*.wav")}) == 9
+    again = import_task(source, tmp_path / "again", name="varlen", duration=KEEP_LENGTH)
+    assert _tree_bytes(again.task_dir) == _tree_bytes(s.task_dir)
+    with pytest.raises(UserError, match="duration 'long': expected seconds > 0 or 'none'"):
+        import_task(source, tmp_path, name="x", duration="long")
+
+
+def test_import_skips_files_holding_nan_or_inf(source: Path, tmp_path: Path) -> None:
+    """A float wav with NaN or inf samples would be written as full-scale noise: it is
+    skipped and counted as undecodable, like a corrupt file."""
+    root = tmp_path / "src"
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True)
+        for k in range(1, 4):
+            (root / cls / f"n{k}.wav").write_bytes((source / cls / f"n{k}.wav").read_bytes())
+    x, _ = sf.read(str(source / "piano" / "n1.wav"), dtype="float32")
+    x[100] = np.nan
+    sf.write(str(root / "piano" / "nan.wav"), x, 16000, subtype="FLOAT")
+    x[100] = np.inf
+    sf.write(str(root / "violin" / "inf.wav"), x, 16000, subtype="FLOAT")
+    for duration in (None, KEEP_LENGTH):
+        s = import_task(root, tmp_path / "out", duration=duration)
+        assert dict(s.skipped) == {
+            "piano/nan.wav": "cannot decode (NaN or infinite samples)",
+            "violin/inf.wav": "cannot decode (NaN or infinite samples)",
+        }
+        assert "skipped 2 files: 2 cannot decode" in str(s)
+        assert sum(s.clips.values()) == 9 and check_task(s.task_dir) == []
