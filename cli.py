@@ -4,8 +4,10 @@ Each command is a thin wrapper over one module of the package; user mistakes sur
 line (`error: ...`, exit 2), never a traceback.
 """
 
+import errno
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +31,16 @@ from hear_contrastune.training.config import (
 )
 from hear_contrastune.training.config import DEFAULTS as D
 
+# A write that failed for want of room (a full disk, a quota, `ulimit -f`): the user's to fix.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM ends the command as Ctrl-C does: by an exception, so subprocess.run kills the
+    heareval runner it is waiting for and DataLoader workers shut down, instead of being left
+    running."""
+    raise SystemExit(128 + signum)
+
 
 class Group(click.Group):
     """A click group that turns UserError into one line on stderr and exit status 2."""
@@ -39,6 +51,13 @@ class Group(click.Group):
         except UserError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except OSError as e:
+            if e.errno not in OUT_OF_SPACE:
+                raise
+            click.echo(f"error: {e.filename or 'output'}: {e.strerror}; free some space and "
+                       "run the same command again: it resumes from its last complete output",
+                       err=True)
+            sys.exit(2)
 
 
 @click.group(cls=Group)
@@ -48,6 +67,7 @@ def main() -> None:
     import torch
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # the run notes, on stderr
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     # Decaying notes reach float32's denormal range, where CPU LSTMs and convolutions crawl.
     torch.set_flush_denormal(True)
 

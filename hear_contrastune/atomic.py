@@ -63,3 +63,11 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write `text`, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def read_json_or_none(path: str | os.PathLike[str]) -> Any:
+    """A JSON file this tool wrote, or None when it is absent or unreadable (a cache miss)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

@@ -6,7 +6,7 @@ unchanged. Each task folder is built under a temporary name and renamed when com
 complete one is skipped, so a killed run resumes.
 """
 
-import json
+import hashlib
 import logging
 import os
 import re
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from hear_contrastune.atomic import atomic_dir, write_json
+from hear_contrastune.atomic import atomic_dir, read_json_or_none, write_json
 from hear_contrastune.backbones import is_backbone_spec
 from hear_contrastune.data.embeddings import copy_task_files, write_split
 from hear_contrastune.data.hear_format import METADATA_FILE, is_hear_folder
@@ -24,6 +24,7 @@ from hear_contrastune.data.loading import ClipDataset, clip_batches, length_batc
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.hear_api import HearModel, get_scene_embeddings, load_model
+from hear_contrastune.outputs import check_output_dir
 
 MODEL_FILE = "embedding-model.json"
 # DataLoader worker processes decoding clips: decoding is light next to the encoder, and on a
@@ -72,13 +73,31 @@ def embed_clips(model: HearModel, dataset: ClipDataset, indices: Sequence[int] |
     return out
 
 
-def embed_task(model: HearModel, model_id: str, task_dir: Path, out_dir: Path,
+def model_key(model: str | os.PathLike[str]) -> str:
+    """What a model's embeddings depend on: a checkpoint's bytes (sha256), or a backbone spec."""
+    path = Path(model)
+    if is_backbone_spec(str(model)) and not path.is_file():
+        return str(model)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(2**20):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def embed_task(model: HearModel, model_id: str, key: str, task_dir: Path, out_dir: Path,
                workers: int = DEFAULT_WORKERS) -> Path:
-    """Embed every split of one task into out_dir/<task name>; skip it if already complete."""
+    """Embed every split of one task into out_dir/<task folder>; kept when it holds this
+    model's embeddings of the task's current contents, embedded again otherwise."""
     task = load_task(task_dir, model.sample_rate)
     dest = out_dir / task_dir.name
-    if (dest / MODEL_FILE).exists():
+    wanted = {"model_key": key, "task_key": task.content_key()}
+    held = read_json_or_none(dest / MODEL_FILE)
+    if isinstance(held, dict) and {k: held.get(k) for k in wanted} == wanted:
         return dest
+    if held is not None:
+        log.info("%s: the task or the model changed since it was embedded; embedding again",
+                 dest)
     log.info("%s: %s", task.name, task.audio_note)
     with atomic_dir(dest) as tmp:
         copy_task_files(task.path, tmp, task.splits)
@@ -86,21 +105,28 @@ def embed_task(model: HearModel, model_id: str, task_dir: Path, out_dir: Path,
             clips = ClipDataset(task, [split])
             emb = embed_clips(model, clips, workers=workers, desc=f"embed {task.name}/{split}")
             write_split(tmp, split, emb.cpu().numpy(), clips.labels)
-        write_json(tmp / MODEL_FILE, {"model": model_id, "meta": model.meta})
+        write_json(tmp / MODEL_FILE, {"model": model_id, **wanted, "meta": model.meta})
     return dest
 
 
 def embed_tasks(model: str, tasks_dir: Path, out: Path, name: str | None = None,
-                device: str | None = None, workers: int = DEFAULT_WORKERS) -> list[Path]:
-    """Embed all tasks in `tasks_dir` with `model` into out/<name>/<task>."""
+                device: str | None = None, workers: int = DEFAULT_WORKERS,
+                replace: bool = False) -> list[Path]:
+    """Embed all tasks in `tasks_dir` with `model` into out/<name>/<task>.
+
+    A folder holding another model's embeddings is refused (two models under one name), or,
+    with `replace` (compare, whose folder for a model is its own), embedded again."""
     dirs = task_dirs(Path(tasks_dir))
     out_dir = Path(out) / (name or model_name(model))
-    for d in dirs:  # refuse to mix two models' embeddings under one name
-        marker = out_dir / d.name / MODEL_FILE
-        if marker.exists():
-            held = json.loads(marker.read_text())["model"]
-            if held != str(model):
-                raise UserError(f"{out_dir / d.name}: holds embeddings of {held!r}, not "
-                                f"{str(model)!r}; choose another --name or --out")
+    check_output_dir(Path(out), "--out")
+    for d in dirs:  # each task's embeddings folder replaces whatever is there: never a task
+        check_output_dir(out_dir / d.name, "--out", dirs)
+    key = model_key(model) if Path(model).is_file() or is_backbone_spec(str(model)) else ""
+    for d in dirs:
+        held = read_json_or_none(out_dir / d.name / MODEL_FILE)
+        if isinstance(held, dict) and held.get("model_key") != key and not replace:
+            raise UserError(f"{out_dir / d.name}: holds embeddings of another model "
+                            f"({held.get('model')!r}), not {str(model)!r}; choose another "
+                            "--name or --out")
     hear_model = load_model(model).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return [embed_task(hear_model, str(model), d, out_dir, workers) for d in dirs]
+    return [embed_task(hear_model, str(model), key, d, out_dir, workers) for d in dirs]

@@ -32,9 +32,24 @@ def load_model(model_file_path: str | os.PathLike[str] = DEFAULT_BACKBONE) -> He
     return HearModel(backbone, meta).eval()
 
 
+# Integer PCM is scaled to [-1, 1) by its full scale, as soundfile reads it as float.
+PCM_SCALE = {torch.int16: 2.0**15, torch.int32: 2.0**31}
+
+
 def _chunks(audio: Tensor, model: HearModel) -> list[Tensor]:
+    """The audio as float32 chunks on the model's device, checked as the HEAR API specifies:
+    [n_sounds, n_samples] of float audio in [-1, 1] (int16 / int32 PCM is scaled by its full
+    scale; other dtypes, zero-length clips and NaN or inf samples are refused)."""
     if audio.ndim != 2:
         raise ValueError(f"audio must be [n_sounds, n_samples], got shape {tuple(audio.shape)}")
+    if audio.dtype in PCM_SCALE:
+        audio = audio.to(torch.float32) / PCM_SCALE[audio.dtype]
+    elif not audio.is_floating_point():
+        raise ValueError(f"audio must be float in [-1, 1] (or int16/int32 PCM), got {audio.dtype}")
+    if audio.shape[0] and audio.shape[1] == 0:
+        raise ValueError("audio has 0 samples per sound: nothing to embed")
+    if not torch.isfinite(audio).all():
+        raise ValueError("audio holds NaN or inf samples")
     device = model.backbone.device
     per_chunk = max(1, model.backbone.max_batch_samples // max(1, audio.shape[1]))
     return [c.to(device, torch.float32) for c in audio.split(per_chunk)]
@@ -44,14 +59,20 @@ def _chunks(audio: Tensor, model: HearModel) -> list[Tensor]:
 def get_scene_embeddings(audio: Tensor, model: HearModel) -> Tensor:
     """[n_sounds, n_samples] -> [n_sounds, scene_embedding_size] on the model's device."""
     model.eval()
-    return torch.cat([model.backbone(chunk) for chunk in _chunks(audio, model)])
+    chunks = _chunks(audio, model)
+    if not chunks:  # no sounds: no embeddings
+        return torch.empty(0, model.scene_embedding_size, device=model.backbone.device)
+    return torch.cat([model.backbone(chunk) for chunk in chunks])
 
 
 @torch.no_grad()
 def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, Tensor]:
     """[n_sounds, n_samples] -> ([n_sounds, n_frames, dim], ms timestamps [n_sounds, n_frames])."""
     model.eval()
-    outs = [model.backbone.frames(chunk) for chunk in _chunks(audio, model)]
+    chunks = _chunks(audio, model)
+    if not chunks:
+        raise ValueError("audio holds no sounds: nothing to embed")
+    outs = [model.backbone.frames(chunk) for chunk in chunks]
     embeddings = torch.cat([emb for emb, _ in outs])
     times = outs[0][1].unsqueeze(0).expand(embeddings.shape[0], -1).contiguous()
     return embeddings, times

@@ -1,6 +1,7 @@
 """`contrastune compare` end to end on one tiny task: every method under every probe, the
 report drawn from results.json, and resume after an interrupted stage."""
 
+import json
 import shutil
 from dataclasses import replace
 
@@ -42,3 +43,37 @@ def test_compare_runs_every_stage_reports_and_resumes(tmp_path):
     assert {(r.method, r.probe) for r in again} == seen
     assert [r for r in again if r.method != "contrastive"] == \
         [r for r in records if r.method != "contrastive"]
+
+
+def test_compare_on_a_kfold_and_a_variable_length_task(tmp_path):
+    """HEAR's other task shapes: a k-fold task (ESC-50's) gets one model per fold, probed on
+    its fold; a multilabel task of clips of varying length (FSD50K's) runs through every stage.
+    One fold of five is asked for, and the report says so."""
+    tasks = tmp_path / "tasks"
+    eval_tasks.build("gm-phrase-5fold", tasks, size="small")
+    eval_tasks.build("gm-tags-varlen", tasks, size="small")
+    cfg = CompareConfig(tasks_dir=tasks, grid="faster", folds=("1",),
+                        tuning=replace(DEFAULTS, epochs=1, batch_size=4, m_per_class=2))
+    run = tmp_path / "run"
+    records = compare(cfg, run, device="cpu", workers=0)
+
+    cells = {(r.task, r.method, r.probe) for r in records}
+    for task in ("gm-phrase-5fold", "gm-tags-varlen"):
+        assert {(task, m, p) for m in METHODS for p in PROBES} <= cells
+    assert all(0.0 <= r.score <= 1.0 for r in records)
+    kfold = [r for r in records if r.task == "gm-phrase-5fold"]
+    assert {(r.fold, r.n_folds) for r in kfold} == {("fold01", 5)}
+    assert {(r.fold, r.n_folds) for r in records if r.task == "gm-tags-varlen"} == {("", 0)}
+    assert load_results(run / "results.json") == records
+
+    model = run / "models" / "gm-phrase-5fold" / "contrastive-seed0-fold01"
+    assert json.loads((model / "config.json").read_text())["fold"] == "fold01"
+    view = run / "folds" / "contrastive-seed0" / "gm-phrase-5fold" / "fold01"
+    meta = json.loads((view / "task_metadata.json").read_text())
+    assert (meta["split_mode"], meta["splits"], meta["fold"]) == (
+        "trainvaltest", ["train", "valid", "test"], "fold01")
+    test_clips = len(json.loads((tasks / "gm-phrase-5fold" / "fold01.json").read_text()))
+    assert json.loads((view / "test.embedding-dimensions.json").read_text())[0] == test_clips
+    report = (run / "report.md").read_text()
+    assert "folds fold01 of 5: a subset, not the task's score" in report
+    assert "k-fold tasks, fold by fold" in report

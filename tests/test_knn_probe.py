@@ -130,14 +130,20 @@ def test_skip_unless_force_and_format_table(tmp_path: Path) -> None:
     task_dir = multiclass_task(tmp_path / "skip", {"train": 30, "valid": 10, "test": 10})
     run_knn_probe([task_dir], k_grid=(1, 3))
     out = task_dir / OUTPUT_NAME
-    out.write_text(out.read_text().replace('"k_grid"', '"k_grid_marker"'))
+    out.write_text(out.read_text().replace('"gemm"', '"gemm_marker"'))
     [again] = run_knn_probe([task_dir], k_grid=(1, 3))
-    assert again["skipped"] and "k_grid_marker" in out.read_text()
+    assert again["skipped"] and "gemm_marker" in out.read_text()
     table = format_table([again])
     assert "skip" in table and "skipped" in table and "top1_acc" in table
-    [forced] = run_knn_probe([task_dir], k_grid=(1, 3), weighting="similarity", force=True)
-    assert not forced["skipped"] and forced["result"]["hparams"]["temperature"] == 0.07
-    assert "k_grid_marker" not in out.read_text()
+    [forced] = run_knn_probe([task_dir], k_grid=(1, 3), force=True)
+    assert not forced["skipped"] and "gemm_marker" not in out.read_text()
+    # the result is keyed by the options and the embeddings: either changed, it probes again
+    [other_options] = run_knn_probe([task_dir], k_grid=(1, 3), weighting="similarity")
+    assert not other_options["skipped"]
+    assert other_options["result"]["hparams"]["temperature"] == 0.07
+    multiclass_task(tmp_path / "skip", {"train": 30, "valid": 10, "test": 10}, seed=1)
+    [other_embeddings] = run_knn_probe([task_dir], k_grid=(1, 3), weighting="similarity")
+    assert not other_embeddings["skipped"]
 
 
 def test_k_beyond_train_is_clipped_and_recorded(tmp_path: Path) -> None:

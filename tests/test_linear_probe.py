@@ -58,9 +58,13 @@ def test_separable_task_scores_one_without_touching_heareval_files(tmp_path: Pat
                                                 tp.FASTER_PARAM_GRID), strict=True))
     assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
 
-    (task_dir / OUTPUT_NAME).write_text('{"marker": 1}')
-    [again] = run_linear_probe([task_dir], grid="faster")
-    assert again["skipped"] and again["result"] == {"marker": 1}
+    # kept for the same embeddings and options; probed again when the grid changes
+    (task_dir / OUTPUT_NAME).write_text(json.dumps({**doc, "marker": 1}))
+    [again] = run_linear_probe([task_dir], grid="default", grid_points=2)
+    assert again["skipped"] and again["result"]["marker"] == 1
+    [other_grid] = run_linear_probe([task_dir], grid="faster", grid_points=1)
+    assert not other_grid["skipped"] and "marker" not in other_grid["result"]
+    assert other_grid["result"]["probe"]["key"]["grid"] == "faster"
 
 
 def test_kfold_outputs_per_fold_and_aggregate(tmp_path: Path) -> None:

@@ -22,8 +22,11 @@ from pathlib import Path
 import torch
 
 from hear_contrastune.comparison.layout import (
+    EMBEDDINGS_DIR,
+    FOLDS_DIR,
     HEAD,
     METHODS,
+    MODELS_DIR,
     PROBES,
     RESULTS_FILE,
     embeddings_root,
@@ -38,6 +41,7 @@ from hear_contrastune.data.hear_format import fold_roles
 from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.embed import DEFAULT_WORKERS, embed_tasks, task_dirs
 from hear_contrastune.errors import UserError
+from hear_contrastune.outputs import check_output_dir
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, hear_probe, test_score
 from hear_contrastune.probes.knn import run_knn_probe
 from hear_contrastune.probes.linear import run_linear_probe
@@ -92,8 +96,11 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
     """Run (or resume) every stage; write and return results.json's records. `say` hears one
     line per stage."""
     run = Path(run)
+    tasks = task_dirs(Path(cfg.tasks_dir))
+    for output in (MODELS_DIR, EMBEDDINGS_DIR, FOLDS_DIR, "plots"):
+        check_output_dir(run / output, "--out", tasks)
     records = []
-    for task_dir in task_dirs(Path(cfg.tasks_dir)):
+    for task_dir in tasks:
         task = load_task(task_dir)
         folds = chosen_folds(task, cfg.folds)
         n_folds = len(fold_roles(task)) if task.kfold else 0
@@ -103,7 +110,8 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
                 if method == "frozen":  # one embedding serves every fold
                     say(f"== {task.name} / {run_label(method, seed)}")
                     frozen_dir = embed_tasks(cfg.tuning.backbone, task_dir, embeddings_root(run),
-                                             run_label(method, seed), device, workers)[0]
+                                             run_label(method, seed), device, workers,
+                                             replace=True)[0]
                 for fold in folds:
                     label = run_label(method, seed, fold)
                     model, emb_dir = cfg.tuning.backbone, frozen_dir
@@ -116,7 +124,7 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
                         model = str(tune(tune_cfg, model_dir(run, task_dir.name, method, seed,
                                                              fold), device, workers))
                         emb_dir = embed_tasks(model, task_dir, embeddings_root(run), label,
-                                              device, workers)[0]
+                                              device, workers, replace=True)[0]
                     probe_dir = emb_dir if not fold else fold_view(
                         open_embedded_task(emb_dir), fold,
                         fold_dir(run, run_label(method, seed), task_dir.name, fold))

@@ -13,12 +13,14 @@ with `np.save` is read shifted by its header, silently. `read_split` detects tha
 """
 
 import hashlib
+import io
 import json
 import os
 import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +29,6 @@ from hear_contrastune.data.hear_format import (
     METADATA_FILE,
     VOCABULARY_FILE,
     HearFolder,
-    Roles,
     read_folder,
     roles_for_fold,
     split_file,
@@ -58,6 +59,29 @@ def copy_task_files(task_dir: Path, out_dir: Path, splits: list[str]) -> None:
     for name in names:
         with atomic_path(out_dir / name) as tmp:
             shutil.copyfile(task_dir / name, tmp)
+
+
+class _PlainData(pickle.Unpickler):
+    """Unpickles lists, strings and numbers only. heareval's label files are pickles, and a
+    pickle can name any function to call; refusing every such reference means a crafted file
+    is an error here, never code that runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refers to {module}.{name}")
+
+
+def read_labels(path: Path) -> list[list[str]]:
+    """A `<split>.target-labels.pkl` (one list of labels per clip), read without executing
+    anything, or a one-line error."""
+    try:
+        labels = _PlainData(io.BytesIO(path.read_bytes())).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
+            KeyError, AttributeError) as e:
+        raise UserError(f"{path}: not a plain list of label lists ({e}); refused without "
+                        "running it") from None
+    if not isinstance(labels, list) or not all(isinstance(row, list) for row in labels):
+        raise UserError(f"{path}: expected a list holding one list of labels per clip")
+    return labels
 
 
 @dataclass(frozen=True)
@@ -95,7 +119,7 @@ def read_split(task: EmbeddedTask, split: str) -> tuple[np.ndarray, list[list[st
     if not np.isfinite(embeddings).all():
         bad = int((~np.isfinite(embeddings)).any(axis=1).sum())
         raise UserError(f"{npy}: {bad} of {n} embeddings contain NaN or inf")
-    labels = pickle.loads(labels_file.read_bytes())
+    labels = read_labels(labels_file)
     if len(labels) != n:
         raise UserError(f"{labels_file}: {len(labels)} label lists for {n} embeddings")
     vocab = set(task.vocabulary)
@@ -120,11 +144,7 @@ def fold_view(source: EmbeddedTask, fold: str, dest: Path) -> Path:
     results inside it are kept.
     """
     roles = roles_for_fold(source, fold)
-    digest = hashlib.sha256()
-    for split in split_names_of(roles):
-        for suffix in (".embeddings.npy", ".target-labels.pkl"):
-            digest.update((source.path / f"{split}{suffix}").read_bytes())
-    key = {"source": source.name, "fold": fold, "sha256": digest.hexdigest()}
+    key = {"source": source.name, "fold": fold, "sha256": content_key(source)}
     held = dest / VIEW_SOURCE_FILE
     if held.is_file() and json.loads(held.read_text()) == key:
         return dest
@@ -142,6 +162,18 @@ def fold_view(source: EmbeddedTask, fold: str, dest: Path) -> Path:
     return dest
 
 
-def split_names_of(roles: Roles) -> list[str]:
-    """The splits one fold's roles use, train first."""
-    return [split for role in ("train", "valid", "test") for split in roles[role]]
+def content_key(task: EmbeddedTask) -> str:
+    """A hash of everything a probe reads from an embeddings folder (metadata, vocabulary,
+    each split's embeddings and labels): a probe result is reused only for the same key."""
+    digest = hashlib.sha256()
+    names = [METADATA_FILE, VOCABULARY_FILE] + [
+        f"{split}{suffix}" for split in task.splits
+        for suffix in (".embeddings.npy", ".embedding-dimensions.json", ".target-labels.pkl")]
+    for name in names:
+        path = task.path / name
+        digest.update(name.encode() + b"\0")
+        if path.is_file():
+            with open(path, "rb") as f:
+                while block := f.read(2**20):
+                    digest.update(block)
+    return digest.hexdigest()

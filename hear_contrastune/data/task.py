@@ -4,6 +4,8 @@
     <task>/<sample_rate>/<split>/<filename>     the clips, one wav per filename
 """
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,21 @@ class Task(HearFolder):
             raise UserError(f"{self.path}: no split {split!r} (splits: {', '.join(self.splits)})")
         return [(f, list(labels)) for f, labels in sorted(self.split_labels[split].items())]
 
+    def content_key(self) -> str:
+        """A hash of what the task's results depend on: metadata, vocabulary, every split's
+        labels, and each clip's size and modification time (hashing the audio itself would
+        read the whole task). A cache or a resume is reused only for the same key."""
+        files = []
+        for split in self.splits:
+            for filename, _ in self.examples(split):
+                path = self.wav_path(split, filename)
+                stat = path.stat() if path.is_file() else None
+                files.append([split, filename, stat.st_size if stat else -1,
+                              stat.st_mtime_ns if stat else -1])
+        doc = {"metadata": self.metadata, "vocabulary": self.vocabulary,
+               "labels": self.split_labels, "audio_rate": self.audio_rate, "files": files}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
     def wav_path(self, split: str, filename: str) -> Path:
         return self.path / str(self.audio_rate) / split / filename
 
@@ -54,6 +71,8 @@ def _read_split(path: Path, vocab: set[str], multiclass: bool) -> dict[str, list
     data = read_json(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object of filename -> label list")
+    if not data:
+        raise UserError(f"{path}: lists no clips (every split needs at least one)")
     out: dict[str, list[str]] = {}
     for filename, labels in data.items():
         if not isinstance(labels, list):

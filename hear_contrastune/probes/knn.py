@@ -8,7 +8,6 @@ numbers sit beside HEAR's. The result goes to test.knn-predicted-scores.json, la
 heareval's test.predicted-scores.json, next to it.
 """
 
-import json
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -18,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hear_contrastune.atomic import write_json
-from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task
+from hear_contrastune.atomic import read_json_or_none, write_json
+from hear_contrastune.data.embeddings import EmbeddedTask, content_key, open_embedded_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.knn_search import (
     DEFAULT_TEMPERATURE,
@@ -74,7 +73,8 @@ def run_knn_probe(
     """Probe every task folder; one summary per task, in order.
 
     A summary is {"task", "task_dir", "output", "skipped", "result"}, "result" being the JSON
-    written (or found, for a task skipped because its output exists and `force` is off).
+    written (or found, for a task skipped because its output exists for the same embeddings
+    and options, its "key", and `force` is off).
     All folders are opened before any work, so a typo fails at once.
     """
     ks = check_options(k_grid, metric, weighting, temperature)
@@ -83,11 +83,14 @@ def run_knn_probe(
     summaries = []
     for task in tasks:
         out = task.path / OUTPUT_NAME
-        skipped = out.exists() and not force
+        key = {"embeddings": content_key(task), "k_grid": list(ks), "metric": metric,
+               "weighting": weighting, "temperature": temperature}
+        held = read_json_or_none(out)
+        skipped = not force and isinstance(held, dict) and held.get("key") == key
         if skipped:
-            result = json.loads(out.read_text())
-        else:
-            result = probe_task(task, ks, metric, weighting, temperature, dev)
+            result = held
+        else:  # no result, or one of other embeddings or options: probe again
+            result = {**probe_task(task, ks, metric, weighting, temperature, dev), "key": key}
             write_json(out, result)
         summaries.append({"task": task.name, "task_dir": str(task.path), "output": str(out),
                           "skipped": skipped, "result": result})

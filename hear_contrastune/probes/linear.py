@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from hear_contrastune.atomic import atomic_path, write_json
-from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task
+from hear_contrastune.atomic import atomic_path, read_json_or_none, write_json
+from hear_contrastune.data.embeddings import EmbeddedTask, content_key, open_embedded_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID
 from hear_contrastune.probes.protocol import Roles, check_task, split_names
@@ -121,22 +121,33 @@ def run_linear_probe(
     if isinstance(grid_points, bool) or not isinstance(grid_points, int) or grid_points < 1:
         raise UserError(f"--grid-points {grid_points}: expected a whole number >= 1")
     tasks = [open_embedded_task(d) for d in task_dirs]
-    todo = {t.path: check_task(t) for t in tasks if force or not (t.path / OUTPUT_NAME).exists()}
+    keys = {t.path: {"embeddings": content_key(t), "grid": grid, "grid_points": grid_points}
+            for t in tasks}
+    held = {t.path: read_json_or_none(t.path / OUTPUT_NAME) for t in tasks}
+    todo = {t.path: check_task(t) for t in tasks  # no result, or one of other inputs
+            if force or probe_key(held[t.path]) != keys[t.path]}
     summaries = []
     for task in tasks:
         out = task.path / OUTPUT_NAME
         if task.path in todo:
             roles, dim = todo[task.path]
-            result = _probe_task(task, roles, dim, grid, grid_points)
+            result = _probe_task(task, roles, dim, grid, grid_points, keys[task.path])
         else:
-            result = json.loads(out.read_text())
+            result = held[task.path]
         summaries.append({"task": task.name, "task_dir": str(task.path), "output": str(out),
                           "skipped": task.path not in todo, "result": result})
     return summaries
 
 
+def probe_key(result: Any) -> Any:
+    """The key a linear-probe result was computed for (None for anything else)."""
+    probe = result.get("probe") if isinstance(result, dict) else None
+    return probe.get("key") if isinstance(probe, dict) else None
+
+
 def _probe_task(
-    task: EmbeddedTask, roles: list[Roles], dim: int, grid: str, grid_points: int
+    task: EmbeddedTask, roles: list[Roles], dim: int, grid: str, grid_points: int,
+    key: dict[str, Any],
 ) -> dict[str, Any]:
     """heareval's task_predictions on a scratch view; its outputs renamed into the task folder."""
     start = time.perf_counter()
@@ -158,6 +169,6 @@ def _probe_task(
                 os.replace(scratch / f"{fold}.predictions.pkl", tmp)
     result["embedding_path"] = str(task.path)
     result["probe"] = {"kind": "linear", "grid": grid, "grid_points": grid_points,
-                       "time_s": time.perf_counter() - start}
+                       "time_s": time.perf_counter() - start, "key": key}
     write_json(task.path / OUTPUT_NAME, result)
     return result

@@ -32,6 +32,7 @@ from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.data.views import random_view
 from hear_contrastune.embed import DEFAULT_WORKERS
 from hear_contrastune.errors import UserError
+from hear_contrastune.outputs import check_output_dir
 from hear_contrastune.training import distributed
 from hear_contrastune.training.checkpoint import save_checkpoint
 from hear_contrastune.training.config import (
@@ -41,6 +42,7 @@ from hear_contrastune.training.config import (
     TuneConfig,
 )
 from hear_contrastune.training.objective import make_head, make_loss, targets_for
+from hear_contrastune.training.pairs import jaccard_similarity
 from hear_contrastune.training.run_log import RunLog
 from hear_contrastune.training.selection import Selection
 from hear_contrastune.training.state import TrainingState
@@ -129,8 +131,9 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> R
     sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed)
     loss_fn = make_loss(cfg.loss, cfg.method, task.multilabel, cfg.temperature)
     backbone.check_trainable()
+    check_output_dir(out, "--out", [task.path])
     if ranks.main:
-        open_run(out, cfg)
+        open_run(out, cfg, task.content_key())
     distributed.barrier(ranks)
     if (out / "done.json").exists():
         return None
@@ -199,12 +202,13 @@ def train_one_epoch(run: Run, epoch: int) -> list[float]:
     run.train.epoch = epoch  # seeds this epoch's crops
     loader = clip_batches(run.train, batches, run.workers,
                          pin_memory=run.device.startswith("cuda"))
-    t0, losses = time.time(), []
+    t0, losses, without_negatives = time.time(), [], 0
     bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
                total=len(batches), disable=not run.ranks.main)
     for i, (x, idx) in enumerate(bar):
         x = x.to(run.device, non_blocking=True)
         y = run.train_targets[idx.to(run.train_targets.device)]
+        without_negatives += not has_negative_pair(y)
         views = torch.cat([random_view(x, cfg.augment, run.gen),
                            random_view(x, cfg.augment, run.gen)])
         with torch.autocast(run.device.split(":")[0], dtype=run.amp, enabled=run.amp is not None):
@@ -227,7 +231,17 @@ def train_one_epoch(run: Run, epoch: int) -> list[float]:
             run.log.step(epoch, (epoch - 1) * len(batches) + i, loss=losses[-1],
                          lr=state.schedule.get_last_lr()[0], clips_per_s=clips_per_s)
     state.optimizer.zero_grad(set_to_none=True)  # a partial accumulation does not carry over
+    if run.ranks.main and without_negatives > len(batches) / 2:
+        log.warning("epoch %d: %d of %d batches had no negative pair (every clip shares a label "
+                    "with every other): the contrastive loss learns little from them; use a "
+                    "larger --batch-size or a smaller --m-per-class", epoch, without_negatives,
+                    len(batches))
     return losses
+
+
+def has_negative_pair(labels: Tensor) -> bool:
+    """Whether two clips of the batch share no label (a negative pair for SupCon)."""
+    return bool((jaccard_similarity(labels) == 0).any())
 
 
 def evaluate(run: Run) -> dict[str, float]:
@@ -259,14 +273,20 @@ def save_best(run: Run, epoch: int) -> None:
     save_checkpoint(run.out / "best.pt", run.backbone, meta)
 
 
-def open_run(out: Path, cfg: TuneConfig) -> None:
-    """Create the run folder, or accept it if it holds this same run; refuse another run's."""
+def open_run(out: Path, cfg: TuneConfig, task_key: str) -> None:
+    """Create the run folder, or accept it if it holds this same run; refuse another run's.
+
+    The run is its options and its task's content (`task_key`), not the task's path: a moved
+    run or task resumes, and a task whose files changed is refused rather than mixed."""
     config_file = out / "config.json"
-    wanted = json.loads(json.dumps(asdict(cfg)))
+    wanted = {**json.loads(json.dumps(asdict(cfg))), "task_key": task_key}
     if config_file.exists():
         held = json.loads(config_file.read_text())
-        if held != wanted:
-            diff = sorted(k for k in wanted if held.get(k) != wanted[k])
+        diff = sorted(k for k in wanted if k != "task_dir" and held.get(k) != wanted[k])
+        if diff == ["task_key"]:
+            raise UserError(f"{out}: holds a run on other task contents (the files of "
+                            f"{cfg.task_dir} changed since it began); choose another --out")
+        if diff:
             raise UserError(f"{out}: already holds a different run (differs in {', '.join(diff)});"
                             " choose another --out")
     elif out.exists() and any(out.iterdir()):
