@@ -58,16 +58,18 @@ def check_task(path: str | os.PathLike[str], sample_rate: int = 16000) -> list[s
         return [str(e)]
     problems: list[str] = []
     total = sum(len(task.examples(s)) for s in task.splits)
+    # clips are checked in the folder load_task reads, at that folder's rate
+    length = None if task.duration is None else round(task.duration * task.audio_rate)
     with tqdm(total=total, desc=f"check {task.name}", unit="clip", disable=total < 200) as bar:
         for split in task.splits:
             listed = set()
             for filename, _ in task.examples(split):
                 listed.add(filename)
-                problem = _check_wav(task.wav_path(split, filename), sample_rate, task.num_samples)
+                problem = _check_wav(task.wav_path(split, filename), task.audio_rate, length)
                 if problem:
                     problems.append(problem)
                 bar.update()
-            audio_dir = task.path / str(sample_rate) / split
+            audio_dir = task.path / str(task.audio_rate) / split
             if audio_dir.is_dir():
                 for extra in sorted(p.name for p in audio_dir.iterdir() if p.name not in listed):
                     problems.append(f"{audio_dir / extra}: not listed in {split}.json")

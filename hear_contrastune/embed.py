@@ -27,9 +27,11 @@ from hear_contrastune.hear_api import HearModel, get_scene_embeddings, load_mode
 from hear_contrastune.outputs import check_output_dir
 
 MODEL_FILE = "embedding-model.json"
-# DataLoader worker processes decoding clips: decoding is light next to the encoder, and on a
-# 2-core machine more workers only take cores from it (benchmarks/bench_data.py measures this).
-DEFAULT_WORKERS = 1
+# DataLoader worker processes decoding clips. Decoding is light next to the encoder: on a 2-core
+# CPU, decoding in the main process kept 1.02x the in-memory path's training throughput and one
+# worker 0.92x (it takes a core from the encoder; benchmarks/bench_data.py); with more cores,
+# workers overlap decoding with compute.
+DEFAULT_WORKERS = 0 if (os.cpu_count() or 1) <= 2 else min(4, (os.cpu_count() or 1) // 2)
 PROGRESS_MIN_CLIPS = 200  # fewer clips than this embed without a progress bar
 log = logging.getLogger(__name__)
 

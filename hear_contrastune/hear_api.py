@@ -50,6 +50,8 @@ def _chunks(audio: Tensor, model: HearModel) -> list[Tensor]:
         raise ValueError("audio has 0 samples per sound: nothing to embed")
     if not torch.isfinite(audio).all():
         raise ValueError("audio holds NaN or inf samples")
+    if audio.shape[0] == 0:
+        return []
     device = model.backbone.device
     per_chunk = max(1, model.backbone.max_batch_samples // max(1, audio.shape[1]))
     return [c.to(device, torch.float32) for c in audio.split(per_chunk)]

@@ -4,11 +4,15 @@ report drawn from results.json, and resume after an interrupted stage."""
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 import eval_tasks
 from hear_contrastune.comparison.compare import CompareConfig, compare
 from hear_contrastune.comparison.layout import METHODS, PROBES
 from hear_contrastune.comparison.results import load_results
+from hear_contrastune.errors import UserError
 from hear_contrastune.training.config import DEFAULTS
 
 
@@ -43,6 +47,23 @@ def test_compare_runs_every_stage_reports_and_resumes(tmp_path):
     assert {(r.method, r.probe) for r in again} == seen
     assert [r for r in again if r.method != "contrastive"] == \
         [r for r in records if r.method != "contrastive"]
+    options = json.loads((run / "results.json").read_text())["options"]
+    assert options["grid"] == "faster" and options["tuning"]["epochs"] == 1
+    assert "tuning.epochs: 1" in (run / "report.md").read_text()
+
+    # a moved run folder resumes: every stage is keyed by content, not by path
+    moved = shutil.move(run, tmp_path / "moved")
+    frozen_scores = Path(moved) / "embeddings" / "frozen-seed0" / "gm-program" / \
+        "test.predicted-scores.json"
+    stamp = frozen_scores.stat().st_mtime_ns
+    assert compare(cfg, Path(moved), device="cpu") == again
+    assert frozen_scores.stat().st_mtime_ns == stamp
+    # an edited task is not mixed with the runs made on its old contents
+    split = json.loads((tmp_path / "tasks" / "gm-program" / "valid.json").read_text())
+    split[next(iter(split))] = ["Violin"] if split[next(iter(split))] != ["Violin"] else ["Flute"]
+    (tmp_path / "tasks" / "gm-program" / "valid.json").write_text(json.dumps(split))
+    with pytest.raises(UserError, match="other task contents"):
+        compare(cfg, Path(moved), device="cpu")
 
 
 def test_compare_on_a_kfold_and_a_variable_length_task(tmp_path):

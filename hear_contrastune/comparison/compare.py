@@ -15,8 +15,9 @@ its own model's embeddings, and the task's score is the mean over folds, as hear
 it. `folds` may pick a subset for a quick run; the report then says which folds it covers.
 """
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -133,7 +134,7 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
                         scores[HEAD] = head_score(Path(model), probe_dir)["test_score"]
                     records += [Record(task.name, method, seed, p, task.evaluation[0], float(s),
                                        fold, n_folds) for p, s in scores.items()]
-    write_results(run / RESULTS_FILE, records)
+    write_results(run / RESULTS_FILE, records, json.loads(json.dumps(asdict(cfg), default=str)))
     report_md, report_html = write_report(run)
     say(f"report: {report_md}  {report_html}")
     return records

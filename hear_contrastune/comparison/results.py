@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from hear_contrastune.atomic import write_json
 from hear_contrastune.errors import UserError
@@ -26,18 +27,32 @@ class Record:
     n_folds: int = 0  # the task's folds (0: train/valid/test), to tell a subset of folds
 
 
-def write_results(path: Path, records: list[Record]) -> None:
-    """Write the records as a JSON list, atomically."""
-    write_json(path, [asdict(r) for r in records])
+def write_results(path: Path, records: list[Record], options: dict[str, Any]) -> None:
+    """Write {"options": what the run was asked for, "records": [...]}, atomically."""
+    write_json(path, {"options": options, "records": [asdict(r) for r in records]})
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_options(path: Path) -> dict[str, Any]:
+    """The options results.json records ({} for a file written before it recorded them)."""
+    raw = _read(path)
+    options = raw.get("options", {}) if isinstance(raw, dict) else {}
+    return options if isinstance(options, dict) else {}
 
 
 def load_results(path: Path) -> list[Record]:
     """results.json's records; a malformed file is a one-line UserError (it is the report's
-    main input, and a silent skip would make a wrong table)."""
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    main input, and a silent skip would make a wrong table). A bare list of records (written
+    before results.json recorded the options) is read too."""
+    raw = _read(path)
+    if isinstance(raw, dict):
+        raw = raw.get("records")
     if not isinstance(raw, list):
         raise UserError(f"{path}: expected a JSON list of records")
     records, seen = [], set()

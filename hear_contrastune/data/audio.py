@@ -102,6 +102,8 @@ def read_clip(task: Task, split: str, filename: str, num_samples: int | None = N
     if file_rate != rate:
         with torch.no_grad():
             audio = _resampler(file_rate, rate)(torch.from_numpy(audio)).numpy()
+    if not np.isfinite(audio).all():
+        raise UserError(f"{path}: holds NaN or inf samples")
     if want is not None:
         audio = fit_length(audio, want)
     return np.ascontiguousarray(audio, dtype=np.float32)

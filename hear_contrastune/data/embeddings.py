@@ -45,8 +45,10 @@ def write_split(
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     if embeddings.ndim != 2 or len(embeddings) != len(labels):
         raise ValueError(f"{split}: {embeddings.shape} embeddings for {len(labels)} label lists")
-    with atomic_path(out_dir / f"{split}.embeddings.npy") as tmp:
-        embeddings.tofile(tmp)  # raw float32, exactly what np.memmap(mode="r") reads
+    with atomic_path(out_dir / f"{split}.embeddings.npy") as tmp, open(tmp, "wb") as f:
+        # raw float32, exactly what np.memmap(mode="r") reads; written through a Python file,
+        # whose failed write (a full disk) is an OSError with its errno, unlike ndarray.tofile
+        f.write(embeddings.data)
     with atomic_path(out_dir / f"{split}.target-labels.pkl") as tmp:
         tmp.write_bytes(pickle.dumps([list(x) for x in labels]))
     write_json(out_dir / f"{split}.embedding-dimensions.json", list(embeddings.shape))

@@ -14,6 +14,7 @@ The package reads in the order of the work: load, geometry, tables, plots, docum
 module lays the report out from them.
 """
 
+import json
 import re
 from pathlib import Path
 
@@ -47,6 +48,17 @@ from hear_contrastune.comparison.report.tables import (
 def slug(name: str) -> str:
     """A file-name-safe form of a task name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "task"
+
+
+def option_lines(options: dict, prefix: str = "") -> list[str]:
+    """`name: value` per option, nested options (the tuning) flattened as tuning.name."""
+    lines = []
+    for name, value in options.items():
+        if isinstance(value, dict):
+            lines += option_lines(value, f"{prefix}{name}.")
+        else:
+            lines.append(f"{prefix}{name}: {json.dumps(value)}")
+    return lines
 
 
 def build_report(run: Run, plot_dir: Path) -> list[Block]:
@@ -118,6 +130,11 @@ def build_report(run: Run, plot_dir: Path) -> list[Block]:
             plot_training(by_method, task, plot_dir / name)
             blocks.append(Plot(f"plots/{name}", f"{task}: loss and validation score per "
                                 "epoch of each tuned method; one line style per seed."))
+    if run.options:
+        blocks += [Heading(2, "Options"),
+                   Paragraph("What `compare` was asked for (results.json's options): every "
+                             "stage above was computed, or reused from disk, for these."),
+                   Bullets(option_lines(run.options))]
     if run.notes:
         blocks += [Heading(2, "Notes"), Bullets(run.notes)]
     return blocks

@@ -16,7 +16,7 @@ from hear_contrastune.comparison.layout import (
     method_key,
     parse_run_label,
 )
-from hear_contrastune.comparison.results import Record, load_results
+from hear_contrastune.comparison.results import Record, load_options, load_results
 from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task, read_split
 from hear_contrastune.data.hear_format import is_hear_folder
 from hear_contrastune.errors import UserError
@@ -49,6 +49,7 @@ class Run:
     embeddings: list[RunFolder]
     models: list[RunFolder]
     notes: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)  # what compare was asked for
 
 
 def find_embeddings(run_dir: Path) -> list[RunFolder]:
@@ -98,12 +99,13 @@ def load_run(run_dir: Path) -> Run:
     notes = []
     results = run_dir / RESULTS_FILE
     records = load_results(results) if results.is_file() else []
+    options = load_options(results) if results.is_file() else {}
     if not records:
         notes.append("results.json is missing or empty: no probe scores to show.")
     embeddings = find_embeddings(run_dir)
     task_names = {e.task_folder: e.task for e in embeddings}
     models = find_models(run_dir / MODELS_DIR, task_names)
-    return Run(run_dir, records, embeddings, models, notes)
+    return Run(run_dir, records, embeddings, models, notes, options)
 
 
 def test_points(task: EmbeddedTask) -> tuple[np.ndarray, np.ndarray, int]:
