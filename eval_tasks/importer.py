@@ -36,25 +36,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from eval_tasks.check import SILENCE_PEAK
 from eval_tasks.layout import (
-    FORBIDDEN_LABEL_CHARS,
     RENDER_THREADS,
     Clip,
     ClipRenderer,
     TaskPlan,
     task_metadata,
-    to_task_rate,
     write_task,
 )
 from eval_tasks.soundfont import SAMPLE_RATE
+from eval_tasks.sources import (
+    SourceFile,
+    decode_file,
+    load_clip,
+    probe_file,
+    scan_csv,
+    scan_folder,
+)
 from eval_tasks.splits import deal_round_robin, split_counts, stratify_multilabel
 from hear_contrastune.errors import UserError
 
 VERSION = "import-v1"
-LABEL_SEPARATOR = ";"
 SPLIT_MODES = ("trainvaltest", "kfold")
 DEFAULT_FOLDS = 5
 # --duration none: every clip keeps its own length (sample_duration null, as FSD50K)
@@ -64,18 +67,6 @@ DEFAULT_TEST_FRACTION = 0.15
 EVALUATION = {"multiclass": ["top1_acc"], "multilabel": ["mAP", "d_prime", "aucroc"]}
 MAX_FOLDS = 99  # fold names are fold00..fold98; heareval sorts them as strings
 SHOW_SKIPPED = 5  # skipped files named in the summary; the rest are counted
-# A little above check_task's silence threshold, so 16-bit rounding cannot push a kept clip
-# below it.
-SILENT_PEAK = SILENCE_PEAK * 1.01
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One clip of the source: its file, its labels and how it is named in sources.csv."""
-
-    path: Path
-    labels: tuple[str, ...]
-    shown: str  # relative to SOURCE (or the CSV's folder) where possible
 
 
 @dataclass
@@ -147,122 +138,6 @@ def _count(n: int, one: str, many: str) -> str:
 def _shorten(items: Sequence[str], limit: int) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
-
-
-def _check_label(label: str, where: str) -> str:
-    if any(ch in label for ch in FORBIDDEN_LABEL_CHARS):
-        raise UserError(f"{where}: label {label!r} contains a comma, quote or line break")
-    return label
-
-
-def _shown(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
-
-
-def _scan_folder(source: Path) -> tuple[list[SourceFile], list[tuple[str, str]]]:
-    """Files of each class folder; files outside one, and hidden folders, are skipped."""
-    files: list[SourceFile] = []
-    skipped: list[tuple[str, str]] = []
-    for entry in sorted(source.iterdir()):
-        if entry.is_file():
-            skipped.append((entry.name, "not in a class folder"))
-        elif entry.name.startswith("."):
-            skipped.append((entry.name + "/", "hidden folder, not a class"))
-        elif entry.is_dir():
-            label = _check_label(entry.name.strip(), str(entry))
-            for path in sorted(p for p in entry.rglob("*") if p.is_file()):
-                files.append(SourceFile(path, (label,), _shown(path, source)))
-    return files, skipped
-
-
-def _scan_csv(source: Path) -> tuple[list[SourceFile], list[tuple[str, str]]]:
-    """Rows of `path,labels`; a missing file is skipped, a malformed row is an error."""
-    try:
-        text = source.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{source}: cannot read ({e})") from None
-    root = source.parent
-    files: list[SourceFile] = []
-    skipped: list[tuple[str, str]] = []
-    seen: dict[Path, int] = {}
-    for line, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row or not any(cell.strip() for cell in row):
-            continue
-        if line == 1 and row[0].strip().lower() in ("path", "file", "filename"):
-            continue
-        if len(row) != 2:
-            raise UserError(
-                f"{source}:{line}: expected 2 columns 'path,labels' (labels separated by "
-                f"'{LABEL_SEPARATOR}'; quote a path that holds a comma), got {len(row)}"
-            )
-        name, cell = row[0].strip(), row[1]
-        labels = tuple(
-            dict.fromkeys(x.strip() for x in cell.split(LABEL_SEPARATOR) if x.strip())
-        )
-        if not name or not labels:
-            raise UserError(f"{source}:{line}: needs a path and at least one label")
-        for label in labels:
-            _check_label(label, f"{source}:{line}")
-        path = Path(name) if Path(name).is_absolute() else root / name
-        key = path.resolve()
-        if key in seen:
-            raise UserError(f"{source}:{line}: {name} is already listed on line {seen[key]}")
-        seen[key] = line
-        if not path.is_file():
-            skipped.append((name, "missing"))
-            continue
-        files.append(SourceFile(path, labels, name))
-    return files, skipped
-
-
-def load_clip(path: Path, num_samples: int | None = None) -> np.ndarray:
-    """A source file as mono float32 at SAMPLE_RATE, cut or zero-padded to `num_samples`
-    (None: at its own length)."""
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    x = to_task_rate(audio.mean(axis=1), rate)
-    if num_samples is None:
-        return x
-    if len(x) >= num_samples:
-        return x[:num_samples]
-    return np.pad(x, (0, num_samples - len(x)))
-
-
-def _error(e: Exception) -> str:
-    """soundfile's message on one line, without the path it repeats."""
-    return re.sub(r"^Error opening '.*?': ", "", " ".join(str(e).split()))
-
-
-def _probe(path: Path) -> tuple[float | None, str | None]:
-    """(seconds, None) for a file soundfile can open and that has samples, else (None, why)."""
-    try:
-        if path.stat().st_size == 0:
-            return None, "empty file (0 bytes)"
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        return None, f"cannot read audio ({_error(e)})"
-    if info.frames <= 0 or info.samplerate <= 0:
-        return None, "empty (no samples)"
-    return info.frames / info.samplerate, None
-
-
-def _decode(path: Path, num_samples: int | None) -> tuple[int | None, str | None]:
-    """(decoded length in samples, None), or (None, why the clip cannot be used).
-    `num_samples`: what will be kept of it (None: all of it)."""
-    try:
-        full = load_clip(path)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
-        return None, f"cannot decode ({_error(e)})"
-    if len(full) == 0:
-        return None, "empty (no samples)"
-    if not np.isfinite(full).all():  # 16-bit PCM would turn them into full-scale clicks
-        return None, "cannot decode (NaN or infinite samples)"
-    if float(np.abs(full[:num_samples]).max()) < SILENT_PEAK:
-        where = "" if num_samples is None else f" in its first {num_samples / SAMPLE_RATE:g} s"
-        return None, f"silent{where} (peak below -60 dBFS)"
-    return len(full), None
 
 
 def _safe_stem(path: Path) -> str:
@@ -400,9 +275,9 @@ def import_task(
     source, out_dir = Path(source), Path(out_dir)
     _check_options(split, folds, valid_fraction, test_fraction, duration)
     if source.is_dir():
-        files, skipped = _scan_folder(source)
+        files, skipped = scan_folder(source)
     elif source.is_file() and source.suffix.lower() == ".csv":
-        files, skipped = _scan_csv(source)
+        files, skipped = scan_csv(source)
     elif source.exists():
         raise UserError(f"{source}: expected a folder of class folders or a .csv file")
     else:
@@ -419,7 +294,7 @@ def import_task(
     # Pass 1: headers only, for the median length; pass 2: decode what will be kept.
     lengths: dict[int, float] = {}
     for i, f in enumerate(files):
-        seconds, why = _probe(f.path)
+        seconds, why = probe_file(f.path)
         if why:
             skipped.append((f.shown, why))
         else:
@@ -435,7 +310,7 @@ def import_task(
         num_samples = round(duration * SAMPLE_RATE)
     candidates = sorted(lengths)
     with ThreadPoolExecutor(RENDER_THREADS) as pool:
-        decoded = list(pool.map(lambda i: _decode(files[i].path, num_samples), candidates))
+        decoded = list(pool.map(lambda i: decode_file(files[i].path, num_samples), candidates))
     kept: list[SourceFile] = []
     decoded_length: dict[Path, int] = {}
     for i, (length, why) in zip(candidates, decoded, strict=True):
