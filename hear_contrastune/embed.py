@@ -1,9 +1,11 @@
 """`contrastune embed`: write heareval's embeddings layout for every task in a folder.
 
-Output is exactly what `heareval.embeddings.runner` writes (see embedding_files), without
+Output is exactly what `heareval.embeddings.runner` writes (see data.embeddings), without
 needing TensorFlow, so `python -m heareval.predictions.runner` and the probes run on it
-unchanged. Each task folder is built under a temporary name and renamed when complete; a
-complete one is skipped, so a killed run resumes.
+unchanged. Clips stream from disk at the model's sample rate (data.loading), each whole, in
+batches of equal length. Each task folder is built under a temporary name and renamed when
+complete; one holding this model's embeddings of the task's current contents is kept, so a
+killed run resumes.
 """
 
 import hashlib
