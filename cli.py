@@ -17,7 +17,7 @@ import click
 import eval_tasks
 from eval_tasks import importer
 from hear_contrastune.comparison import quickstart as quickstart_preset
-from hear_contrastune.comparison.layout import METHODS, PROBES
+from hear_contrastune.comparison.layout import DEFAULT_PROBES, METHODS, PROBES
 from hear_contrastune.embed import DEFAULT_WORKERS
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
@@ -319,6 +319,25 @@ def knn_probe(emb_task_dirs: tuple[Path, ...], k_grid: tuple[int, ...], as_json:
     click.echo(json.dumps(results, indent=2) if as_json else format_table(results))
 
 
+@main.command("logistic-probe")
+@click.argument("emb_task_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--c", "c_grid", multiple=True, type=float,
+              help="L2 strengths C to choose from on valid (repeatable; default 0.001 0.01 0.1 "
+                   "1 10 100 1000).")
+@click.option("--force", is_flag=True, help="Probe again tasks that already have results.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def logistic_probe(emb_task_dirs: tuple[Path, ...], c_grid: tuple[float, ...], force: bool,
+                   as_json: bool) -> None:
+    """Converged linear probe: logistic regression on standardised embeddings, solved with
+    L-BFGS, C chosen on valid; writes test.logistic-predicted-scores.json."""
+    import json
+
+    from hear_contrastune.probes.logistic import DEFAULT_C_GRID, format_table, run_logistic_probe
+
+    results = run_logistic_probe(list(emb_task_dirs), c_grid or DEFAULT_C_GRID, force=force)
+    click.echo(json.dumps(results, indent=2) if as_json else format_table(results))
+
+
 @main.command("linear-probe")
 @click.argument("emb_task_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--grid", default=DEFAULT_GRID, show_default=True, type=click.Choice(GRIDS),
@@ -355,7 +374,7 @@ def subset(option: str, value: str, allowed: tuple[str, ...]) -> tuple[str, ...]
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1))
 @with_options(*tuning_options(D), *CONTRASTIVE, GRID)
-@click.option("--probes", default=",".join(PROBES), show_default=True,
+@click.option("--probes", default=",".join(DEFAULT_PROBES), show_default=True,
               help=f"Comma-separated subset of {', '.join(PROBES)}.")
 @click.option("--methods", default=",".join(METHODS), show_default=True,
               help=f"Comma-separated subset of {', '.join(METHODS)}.")

@@ -18,7 +18,7 @@ import click
 import eval_tasks
 from hear_contrastune.atomic import write_text
 from hear_contrastune.comparison.compare import probe
-from hear_contrastune.comparison.layout import PROBES
+from hear_contrastune.comparison.layout import DEFAULT_PROBES as PROBES
 from hear_contrastune.embed import embed_tasks
 from hear_contrastune.training.config import TuneConfig
 from hear_contrastune.training.loop import tune

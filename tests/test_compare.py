@@ -10,7 +10,8 @@ import pytest
 
 import eval_tasks
 from hear_contrastune.comparison.compare import CompareConfig, compare
-from hear_contrastune.comparison.layout import METHODS, PROBES
+from hear_contrastune.comparison.layout import DEFAULT_PROBES as PROBES
+from hear_contrastune.comparison.layout import METHODS
 from hear_contrastune.comparison.results import load_results
 from hear_contrastune.errors import UserError
 from hear_contrastune.training.config import DEFAULTS

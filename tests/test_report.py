@@ -18,7 +18,9 @@ from hear_contrastune.comparison.report.geometry import (
     alignment_uniformity,
     geometry,
     knn_purity,
+    project,
     silhouette,
+    tsne_map,
 )
 from hear_contrastune.data.embeddings import fold_view, open_embedded_task
 from hear_contrastune.errors import UserError
@@ -194,13 +196,39 @@ def test_every_png_is_a_real_image(run_dir: Path) -> None:
     pngs = sorted((run_dir / "plots").glob("*.png"))
     names = {p.name for p in pngs}
     for task in ("pitch", "mix"):
-        assert {f"projection-{task}.png", f"knn-k-{task}.png", f"training-{task}.png"} <= names
+        assert {f"projection-{task}.png", f"tsne-{task}.png", f"knn-k-{task}.png",
+                f"training-{task}.png"} <= names
     for png in pngs:
         assert png.read_bytes()[:8] == PNG_MAGIC
         with Image.open(png) as im:
             im.load()
             assert im.width >= 300 and im.height >= 200
             assert np.asarray(im.convert("L")).std() > 5  # something is drawn
+
+
+def test_tsne_plot_beside_pca_shows_the_same_clips_differently(run_dir: Path) -> None:
+    md = (run_dir / "report.md").read_text()
+    for task in ("pitch", "mix"):
+        pca, tsne = (run_dir / "plots" / f"{kind}-{task}.png" for kind in ("projection", "tsne"))
+        with Image.open(pca) as a, Image.open(tsne) as b:
+            assert a.size == b.size  # same panels, same legend
+            assert np.abs(np.asarray(a.convert("L"), float)
+                          - np.asarray(b.convert("L"), float)).mean() > 1
+        assert md.index(f"plots/projection-{task}.png") < md.index(f"plots/tsne-{task}.png")
+
+
+def test_tsne_map_is_seeded_and_degenerate_inputs_are_flat() -> None:
+    rng = np.random.default_rng(0)
+    x = (np.repeat(np.eye(3, 16), 20, axis=0) + 0.2 * rng.standard_normal((60, 16)))
+    first, again = tsne_map(x), tsne_map(x)
+    assert first.shape == (60, 2) and np.array_equal(first, again)
+    assert not np.allclose(np.abs(first), np.abs(project(x)[0]), atol=0.1)
+    # three well-separated classes stay apart: each clip's nearest clip shares its class
+    d = ((first[:, None] - first[None]) ** 2).sum(-1) + np.diag(np.full(60, np.inf))
+    assert (d.argmin(1) // 20 == np.arange(60) // 20).all()
+    for xs in (np.ones((1, 4)), np.ones((3, 4)), np.ones((9, 4)), np.zeros((5, 4))):
+        assert tsne_map(xs).tolist() == [[0.0, 0.0]] * len(xs)
+    assert tsne_map(rng.standard_normal((5, 1))).shape == (5, 2)
 
 
 class _Refs(HTMLParser):
@@ -219,11 +247,12 @@ def test_index_html_references_only_existing_files(run_dir: Path) -> None:
     page = (run_dir / "index.html").read_text()
     parser.feed(page)
     assert "script" not in parser.tags and "link" not in parser.tags  # self-contained
-    assert len(parser.refs) == len(list((run_dir / "plots").glob("*.png"))) == 6
+    assert len(parser.refs) == len(list((run_dir / "plots").glob("*.png"))) == 8
     for ref in parser.refs:
         assert not ref.startswith(("/", "http:", "https:", "file:"))
         assert (run_dir / ref).is_file(), ref
-    for word in ("frozen", "finetune", "contrastive", "pitch", "mix", *PROBE_TITLES.values()):
+    titles = [PROBE_TITLES[p] for p in ("hear", "linear", "knn", "head")]  # the fixture's probes
+    for word in ("frozen", "finetune", "contrastive", "pitch", "mix", *titles):
         assert word in page
     assert not [p for p in run_dir.rglob("*.tmp")]  # atomic writes left nothing behind
 

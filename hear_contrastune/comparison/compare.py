@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 from hear_contrastune.comparison.layout import (
+    DEFAULT_PROBES,
     EMBEDDINGS_DIR,
     FOLDS_DIR,
     HEAD,
     METHODS,
     MODELS_DIR,
-    PROBES,
     RESULTS_FILE,
     embeddings_root,
     fold_dir,
@@ -46,6 +46,7 @@ from hear_contrastune.outputs import check_output_dir
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, hear_probe, test_score
 from hear_contrastune.probes.knn import run_knn_probe
 from hear_contrastune.probes.linear import run_linear_probe
+from hear_contrastune.probes.logistic import run_logistic_probe
 from hear_contrastune.probes.protocol import label_matrix, score_all, score_functions
 from hear_contrastune.training.config import DEFAULTS, TuneConfig
 from hear_contrastune.training.loop import tune
@@ -61,7 +62,7 @@ class CompareConfig:
     tuning: TuneConfig = DEFAULTS
     seeds: int = 1
     grid: str = DEFAULT_GRID  # heareval's grid, for the HEAR and linear probes
-    probes: tuple[str, ...] = PROBES
+    probes: tuple[str, ...] = DEFAULT_PROBES
     methods: tuple[str, ...] = METHODS
     folds: tuple[str, ...] = ()  # k-fold tasks: the test folds to run (names or indices); all
 
@@ -86,6 +87,8 @@ def probe(emb_task_dir: Path, probes: tuple[str, ...], grid: str) -> dict[str, f
         scores["hear"] = test_score(hear_probe(emb_task_dir, grid))
     if "linear" in probes:
         scores["linear"] = test_score(run_linear_probe([emb_task_dir], grid=grid)[0]["result"])
+    if "logistic" in probes:
+        scores["logistic"] = test_score(run_logistic_probe([emb_task_dir])[0]["result"])
     if "knn" in probes:
         scores["knn"] = test_score(run_knn_probe([emb_task_dir])[0]["result"])
     return scores

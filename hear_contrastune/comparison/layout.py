@@ -21,16 +21,19 @@ from pathlib import Path
 
 METHODS = ("frozen", "finetune", "contrastive")  # also the order methods are shown in
 TUNED_METHODS = ("finetune", "contrastive")  # the ones `tune` trains (training.config.METHODS)
-PROBES = ("hear", "linear", "knn")
+PROBES = ("hear", "linear", "logistic", "knn")  # every probe compare can run
+DEFAULT_PROBES = ("hear", "linear", "knn")  # what it runs unless asked
 HEAD = "head"  # the fine-tuned classifier's own score, reported beside the probes
 SCORES = (*PROBES, HEAD)  # every score a record can hold, in the order they are shown
 TITLES = {
     "hear": "HEAR MLP probe (heareval)",
     "linear": "linear probe",
+    "logistic": "logistic probe (converged linear)",
     "knn": "kNN probe",
     HEAD: "fine-tuned classifier head",
 }
-SHORT_TITLES = {"hear": "HEAR MLP", "linear": "linear", "knn": "kNN", HEAD: "classifier head"}
+SHORT_TITLES = {"hear": "HEAR MLP", "linear": "linear", "logistic": "logistic", "knn": "kNN",
+                HEAD: "classifier head"}
 
 RESULTS_FILE = "results.json"
 MODELS_DIR = "models"

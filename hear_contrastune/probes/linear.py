@@ -2,7 +2,9 @@
 
 The probe is heareval.predictions.task_predictions itself, run with `hidden_layers: 0` (its
 FullyConnectedPrediction is then one Linear layer) and the rest of its grid, learning rates
-included, untouched. Two things keep the official runner's results and behaviour intact:
+included, untouched: what heareval's own trainer makes of a linear model. Its Adam epochs stop
+short of the linear optimum; probes/logistic.py (contrastune logistic-probe) solves the same
+model to convergence. Two things keep the official runner's results and behaviour intact:
 
 * heareval writes fixed names into the folder it is given (test.predicted-scores.json,
   <fold>.predictions.pkl and, for an absolute path, lightning_logs/), so it is given a scratch

@@ -7,8 +7,8 @@ RUN/report.md, RUN/index.html (opens from disk) and RUN/plots/*.png:
 1. probe scores per method, task and probe (mean ± std over seeds), from results.json;
 2. the geometry of each method's test embeddings (kNN label purity, silhouette, alignment,
    uniformity), which says what the probes are scoring;
-3. plots: a 2-D PCA projection of the test embeddings, the kNN probe's validation score against
-   k, and the training curves of the tuned methods.
+3. plots: 2-D maps of the test embeddings (PCA, and t-SNE of the same clips), the kNN probe's
+   validation score against k, and the training curves of the tuned methods.
 
 The package reads in the order of the work: load, geometry, tables, plots, document; this
 module lays the report out from them.
@@ -30,7 +30,11 @@ from hear_contrastune.comparison.report.document import (
     html_page,
     markdown,
 )
-from hear_contrastune.comparison.report.geometry import MEASURES, measure_embeddings
+from hear_contrastune.comparison.report.geometry import (
+    MEASURES,
+    TSNE_PERPLEXITY,
+    measure_embeddings,
+)
 from hear_contrastune.comparison.report.load import MAX_POINTS, Run, load_run, load_training
 from hear_contrastune.comparison.report.plots import (
     plot_knn_curves,
@@ -114,6 +118,13 @@ def build_report(run: Run, plot_dir: Path) -> list[Block]:
                                 f"embeddings of each method's lowest seed, coloured {colour}. "
                                 "The panel title gives the share of variance the two axes "
                                 "keep."))
+            name = f"tsne-{slug(task)}.png"
+            plot_projections(summary, task, plot_dir / name, tsne=True)
+            blocks.append(Plot(f"plots/{name}", f"{task}: t-SNE of the same clips, in the same "
+                                f"colours (perplexity {TSNE_PERPLEXITY:g}, less for under "
+                                f"{3 * TSNE_PERPLEXITY + 1:g} clips; seeded): who neighbours "
+                                "whom, which two PCA axes can hide. Distances between clusters "
+                                "and their sizes mean nothing here."))
         curves = {t: s for t, s in embeddings.items() if s.knn_curves}
         if curves:
             blocks.append(Heading(2, "kNN probe: validation score vs k"))

@@ -1,5 +1,5 @@
-"""The report's figures, drawn with matplotlib's Agg canvas into PNG files: 2-D projections of
-the test embeddings, the kNN probe's score against k, training curves."""
+"""The report's figures, drawn with matplotlib's Agg canvas into PNG files: 2-D maps (PCA,
+t-SNE) of the test embeddings, the kNN probe's score against k, training curves."""
 
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,9 +41,10 @@ def class_colors(n_classes: int) -> np.ndarray:
     return colormaps["turbo"](np.linspace(0, 1, n_classes))
 
 
-def plot_projections(summary: TaskEmbeddings, task: str, path: Path) -> None:
+def plot_projections(summary: TaskEmbeddings, task: str, path: Path, tsne: bool = False) -> None:
     """One scatter panel per method, clips coloured by class (for multilabel: by their first
-    label in vocabulary order; clips without labels in light grey)."""
+    label in vocabulary order; clips without labels in light grey). PCA, or with `tsne` the
+    t-SNE map: the same clips in the same colours, so the two figures read side by side."""
     methods = list(summary.projections)
     fig = new_figure(4.2 * len(methods), 4.6)
     axes = fig.subplots(1, len(methods), squeeze=False)[0]
@@ -52,16 +53,18 @@ def plot_projections(summary: TaskEmbeddings, task: str, path: Path) -> None:
     unlabelled = False
     for ax, method in zip(axes, methods, strict=True):
         proj = summary.projections[method]
+        coords = proj.tsne if tsne else proj.coords
         has_label = proj.labels.any(axis=1)
         cls = proj.labels.argmax(axis=1)
         if not has_label.all():
             unlabelled = True
-            ax.scatter(*proj.coords[~has_label].T, s=6, color="lightgrey", linewidths=0)
+            ax.scatter(*coords[~has_label].T, s=6, color="lightgrey", linewidths=0)
         for c in np.unique(cls[has_label]):
-            pts = proj.coords[has_label & (cls == c)]
+            pts = coords[has_label & (cls == c)]
             ax.scatter(*pts.T, s=8, alpha=0.75, color=colors[c], linewidths=0)
             shown.add(int(c))
-        ax.set_title(f"{method} (seed {proj.seed}): PCA keeps {proj.variance:.0%}", fontsize=10)
+        what = "t-SNE" if tsne else f"PCA keeps {proj.variance:.0%}"
+        ax.set_title(f"{method} (seed {proj.seed}): {what}", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
     if len(summary.vocabulary) <= 20:  # beyond, a legend would hide the plot
