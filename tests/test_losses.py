@@ -2,10 +2,11 @@ import math
 
 import pytest
 import torch
-from pytorch_metric_learning.losses import SupConLoss
+from pytorch_metric_learning.losses import CrossBatchMemory, SupConLoss
 from pytorch_metric_learning.miners import MultiSimilarityMiner
 
 from hear_contrastune.losses import JaccardSupConLoss
+from hear_contrastune.training.losses import LabelSetCrossBatchMemory
 from hear_contrastune.training.miners import JaccardMiner
 
 # Six clips over four labels; clips 4 and 5 have no label.
@@ -22,18 +23,23 @@ def hand_loss(
     temperature: float,
     weight=lambda a, b: len(a & b) / len(a | b) if a | b else 0.0,
     in_pair=lambda a, b: True,
+    references: tuple[torch.Tensor, list[set[int]], list[int]] | None = None,
 ) -> float:
-    """The formula with explicit loops; `in_pair` says which pairs a miner kept."""
-    z = [[float(x) for x in row] for row in torch.nn.functional.normalize(embeddings, dim=1)]
-    n = len(z)
+    """The formula with explicit loops; `in_pair` says which pairs a miner kept. `references`:
+    (embeddings, label sets, each anchor's own row among them) to compare anchors with instead
+    of the batch."""
+    ref_emb, ref_sets, own = references or (embeddings, label_sets, list(range(len(label_sets))))
+    z, r = ([[float(x) for x in row] for row in torch.nn.functional.normalize(e, dim=1)]
+            for e in (embeddings, ref_emb))
 
     def sim(i: int, j: int) -> float:
-        return sum(a * b for a, b in zip(z[i], z[j], strict=True))
+        return sum(a * b for a, b in zip(z[i], r[j], strict=True))
 
     anchor_losses = []
-    for i in range(n):
-        others = [j for j in range(n) if j != i and in_pair(label_sets[i], label_sets[j])]
-        weights = {j: weight(label_sets[i], label_sets[j]) for j in others}
+    for i in range(len(z)):
+        others = [j for j in range(len(r))
+                  if j != own[i] and in_pair(label_sets[i], ref_sets[j])]
+        weights = {j: weight(label_sets[i], ref_sets[j]) for j in others}
         if not any(w > 0 for w in weights.values()):
             continue
         denominator = sum(math.exp(sim(i, a) / temperature) for a in others)
@@ -194,3 +200,60 @@ def test_rejects_bad_arguments() -> None:
         JaccardSupConLoss()(torch.randn(4, 3), torch.arange(5))
     with pytest.raises(ValueError, match="multi-hot"):
         JaccardSupConLoss()(torch.randn(4, 3), torch.zeros(4, 2, 2))
+
+
+def memory_steps(memory: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]
+                 ) -> list[torch.Tensor]:
+    """The memory-wrapped loss of each batch in turn."""
+    return [memory(embeddings, labels) for embeddings, labels in batches]
+
+
+def label_sets_of(labels: torch.Tensor) -> list[set[int]]:
+    if labels.ndim == 1:
+        return [{int(c)} for c in labels]
+    return [set(torch.where(row > 0)[0].tolist()) for row in labels]
+
+
+@pytest.mark.parametrize("multilabel", [False, True], ids=["supcon", "jaccard-supcon"])
+def test_cross_batch_memory_equals_the_loss_over_batch_and_memory(multilabel: bool) -> None:
+    """Memory of 10, batches of 4: after three batches it holds the last 10 embeddings (the
+    first batch's first two overwritten), the third batch's own among them."""
+    generator = torch.Generator().manual_seed(9)
+    batches = []
+    for _ in range(3):
+        embeddings = torch.randn(4, 5, dtype=torch.float64, generator=generator)
+        if multilabel:  # some clips with no label, some sharing part of their labels
+            labels = (torch.rand(4, 4, generator=generator) < 0.4).float()
+        else:
+            labels = torch.randint(0, 3, (4,), generator=generator)
+        batches.append((embeddings.requires_grad_(), labels))
+    if multilabel:
+        loss_fn = JaccardSupConLoss(temperature=0.2)
+        memory = LabelSetCrossBatchMemory(loss_fn, 5, num_labels=4, memory_size=10)
+    else:
+        loss_fn = SupConLoss(temperature=0.2)
+        memory = CrossBatchMemory(loss_fn, 5, memory_size=10)
+    losses = memory_steps(memory, batches)
+    # the first batch meets only itself: the plain loss of that batch
+    assert losses[0].item() == pytest.approx(loss_fn(*batches[0]).item(), rel=1e-6)
+    seen = torch.cat([e for e, _ in batches]).detach()[-10:]
+    seen_sets = [s for _, y in batches for s in label_sets_of(y)][-10:]
+    embeddings, labels = batches[2]
+    expected = hand_loss(embeddings.detach(), label_sets_of(labels), 0.2,
+                         references=(seen, seen_sets, [6, 7, 8, 9]))
+    assert losses[2].item() == pytest.approx(expected, rel=1e-6)
+    # gradients reach the batch only: the memory holds detached copies
+    losses[2].backward()
+    assert batches[2][0].grad.abs().sum() > 0 and batches[1][0].grad is None
+
+
+def test_label_set_memory_with_class_ids_equals_pml_memory_with_supcon() -> None:
+    generator = torch.Generator().manual_seed(10)
+    batches = [(torch.randn(8, 6, generator=generator), torch.randint(0, 4, (8,),
+                                                                     generator=generator))
+               for _ in range(4)]
+    ours = memory_steps(LabelSetCrossBatchMemory(JaccardSupConLoss(), 6, memory_size=20),
+                        batches)
+    theirs = memory_steps(CrossBatchMemory(SupConLoss(), 6, memory_size=20), batches)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b)

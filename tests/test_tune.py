@@ -30,7 +30,8 @@ def epochs_logged(run):
 
 
 def small_config(task_dir, **kw):
-    return TuneConfig(task_dir=str(task_dir), epochs=2, batch_size=8, m_per_class=2, **kw)
+    return TuneConfig(**{"epochs": 2, "batch_size": 8, "m_per_class": 2, **kw},
+                      task_dir=str(task_dir))
 
 
 def test_tune_writes_a_hear_checkpoint_and_logs(program_task, tmp_path):
@@ -39,6 +40,7 @@ def test_tune_writes_a_hear_checkpoint_and_logs(program_task, tmp_path):
     assert epochs_logged(run) == [0, 1, 2]
     done = json.loads((run / "done.json").read_text())
     assert 0 <= done["best_epoch"] <= 2 and 0.0 <= done["best_valid_knn"] <= 1.0
+    assert done["selected_by"] == "best" and done["select_score"] == done["best_valid_knn"]
     with open(run / "steps.csv") as f:
         steps = list(csv.DictReader(f))
     assert steps and all(float(s["loss"]) > 0 for s in steps)
@@ -50,6 +52,14 @@ def test_tune_writes_a_hear_checkpoint_and_logs(program_task, tmp_path):
     t0 = time.time()
     assert tune(small_config(program_task), run, device="cpu") == best
     assert time.time() - t0 < 30
+    # so is one begun before an option existed: it ran with that option's default
+    config = json.loads((run / "config.json").read_text())
+    for added in ("select", "warmup_epochs", "xbm_size"):
+        del config[added]
+    (run / "config.json").write_text(json.dumps(config))
+    assert tune(small_config(program_task), run, device="cpu") == best
+    with pytest.raises(UserError, match="differs in select"):
+        tune(small_config(program_task, select="last"), run, device="cpu")
 
 
 def test_tune_refuses_a_folder_holding_another_run(program_task, tmp_path):
@@ -107,3 +117,16 @@ def test_finetune_head_learns_at_its_own_rate_and_is_scored_on_valid(program_tas
     # left unresolved until a run starts, so a config derived for another method gets its scale
     derived = replace(TuneConfig(task_dir=str(program_task)), method="finetune")
     assert derived.resolved().head_lr_scale == 100.0
+
+
+def test_cross_batch_memory_on_a_multilabel_task(tmp_path):
+    task = eval_tasks.build("gm-family-mix", tmp_path / "tasks", size="small")
+    run = tmp_path / "run"
+    tune(small_config(task, epochs=1, xbm_size=40), run, device="cpu")
+    assert json.loads((run / "config.json").read_text())["xbm_size"] == 40
+    with open(run / "steps.csv") as f:
+        assert all(float(s["loss"]) > 0 for s in csv.DictReader(f))
+    with pytest.raises(UserError, match="more than one global batch"):
+        tune(small_config(task, xbm_size=16), tmp_path / "small-memory", device="cpu")
+    # a contrastive-only option: fine-tuning runs derived from the same config record it off
+    assert replace(small_config(task, xbm_size=40), method="finetune").resolved().xbm_size == 0

@@ -14,6 +14,8 @@ METHODS = ("contrastive", "finetune")
 CONTRASTIVE_LOSSES = ("supcon", "jaccard-supcon", "any-shared-supcon")
 LOSSES = ("auto", *CONTRASTIVE_LOSSES, "ce", "bce")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# How the epoch kept as best.pt is chosen from the valid kNN curve (training.selection.choose_epoch)
+SELECT_RULES = ("best", "last", "smoothed")
 # The head's learning rate is lr * this unless set. A new classifier on a pretrained encoder
 # needs a far larger step than the encoder: at 1x its cross-entropy stayed at ln(classes) for
 # the whole budget (benchmarks/finetune_study.py has the valid-split study behind the value).
@@ -41,6 +43,9 @@ class TuneConfig:
     backbone_lr_scale: float = 0.3
     head_lr_scale: float | None = None  # the head learns at lr * this; None: HEAD_LR_SCALE
     grad_clip: float = 1.0  # max gradient norm of the backbone; 0 turns clipping off
+    # epochs of linear warm-up (every group's lr rising to its own) before the cosine decay;
+    # 0: cosine from the first step, as before the option existed
+    warmup_epochs: float = 0.0
     temperature: float = 0.1
     loss: str = "auto"
     proj_dim: int = 128
@@ -51,18 +56,27 @@ class TuneConfig:
     # model selection's kNN uses at most this many train (reference) and valid clips, a seeded
     # sample, so an epoch's evaluation stays cheap on big tasks
     select_max_clips: int = 5000
+    # which epoch is kept (SELECT_RULES): "best" valid kNN (epoch 0 included), the "last" one,
+    # or the best of the valid curve "smoothed" by a centred 3-epoch moving average. "best"
+    # until a study (benchmarks/tuning_study.py) measures otherwise
+    select: str = "best"
+    # contrastive only: a cross-batch memory of this many recent (global) embeddings, each view
+    # one, extends every anchor's negatives beyond its batch (training.losses); 0: off
+    xbm_size: int = 0
     accumulate: int = 1  # batches per optimiser step (each batch keeps its own negatives)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast, CUDA only)
     compile: bool = False  # torch.compile the backbone + head
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def resolved(self) -> "TuneConfig":
-        """This run with its method's head learning-rate scale filled in, as config.json records
-        it. Left unresolved until the run starts, so `replace(cfg, method=...)` picks the new
-        method's scale."""
-        if self.head_lr_scale is not None or self.method not in HEAD_LR_SCALE:
+        """This run with its method's head learning-rate scale filled in, and the contrastive-only
+        memory off for fine-tuning, as config.json records it. Left unresolved until the run
+        starts, so `replace(cfg, method=...)` (compare's runs) picks the new method's values."""
+        if self.method not in HEAD_LR_SCALE:
             return self
-        return replace(self, head_lr_scale=HEAD_LR_SCALE[self.method])
+        scale = HEAD_LR_SCALE[self.method] if self.head_lr_scale is None else self.head_lr_scale
+        return replace(self, head_lr_scale=scale,
+                       xbm_size=self.xbm_size if self.method == "contrastive" else 0)
 
 
 DEFAULTS = TuneConfig()

@@ -3,10 +3,11 @@
 The loop, as in SupContrast's main_supcon.py: build the run, then per epoch train one epoch
 (two random views of every clip -> backbone -> pooled embedding -> head -> loss), evaluate
 on valid, save. The method decides only the head and the loss (training.objective); data,
-sampler, views, optimiser, schedule, epochs and model selection are shared. The best epoch's
-backbone is kept as a HEAR checkpoint (`best.pt`; for finetune it also holds the classifier,
-whose own test score `compare` reports). Epoch 0 is the untuned encoder, so a run never returns
-something worse than what it started from.
+sampler, views, optimiser, schedule, epochs and model selection are shared. The backbone of the
+epoch the selection rule keeps (training.selection.choose_epoch; by default the best valid kNN
+epoch) is a HEAR checkpoint (`best.pt`; for finetune it also holds the classifier, whose own
+test score `compare` reports). Epoch 0 is the untuned encoder, so under the default rule a run
+never returns something worse on valid than what it started from.
 
 Run folder: config.json (what defines the run), state.pt (resume point, rewritten every epoch),
 best.pt, steps.csv / epochs.csv (and TensorBoard), done.json (written last: the run finished).
@@ -15,11 +16,14 @@ best.pt, steps.csv / epochs.csv (and TensorBoard), done.json (written last: the 
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from pytorch_metric_learning.losses import CrossBatchMemory
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -36,15 +40,17 @@ from hear_contrastune.outputs import check_output_dir
 from hear_contrastune.training import distributed
 from hear_contrastune.training.checkpoint import save_checkpoint
 from hear_contrastune.training.config import (
+    DEFAULTS,
     METHODS,
     PRECISIONS,
+    SELECT_RULES,
     VARIABLE_CLIP_SECONDS,
     TuneConfig,
 )
 from hear_contrastune.training.objective import make_head, make_loss, targets_for
 from hear_contrastune.training.pairs import jaccard_similarity
-from hear_contrastune.training.run_log import RunLog
-from hear_contrastune.training.selection import Selection
+from hear_contrastune.training.run_log import RunLog, read_csv
+from hear_contrastune.training.selection import Selection, choose_epoch, small_valid_warning
 from hear_contrastune.training.state import TrainingState
 
 log = logging.getLogger(__name__)
@@ -72,6 +78,12 @@ class Run:
     gen: torch.Generator  # this rank's view generator
     state: TrainingState
     log: RunLog | None  # rank 0 only
+    # rank 0: valid kNN of epochs 0, 1, ... (read back from epochs.csv on resume), what the
+    # selection rule chooses from
+    scores: list[float] = field(default_factory=list)
+    # rank 0, --select smoothed: the last finished epoch's (backbone, head) weights, which the
+    # rule may choose once the next epoch is scored
+    previous: tuple[dict[str, Tensor], dict[str, Tensor]] | None = None
 
     @property
     def classifier(self) -> nn.Module | None:
@@ -101,8 +113,11 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None,
             evaluate_and_save(run, epoch, losses, time.time() - t0)
         distributed.barrier(run.ranks)
     if run.ranks.main:
-        write_json(out / "done.json", {"best_epoch": run.state.best_epoch,
-                                       "best_valid_knn": run.state.best,
+        epoch = run.state.best_epoch
+        write_json(out / "done.json", {"best_epoch": epoch,
+                                       "best_valid_knn": run.scores[epoch],
+                                       "selected_by": run.cfg.select,
+                                       "select_score": run.state.best,
                                        "seconds": time.time() - t_start,
                                        "processes": run.ranks.world})
     distributed.barrier(run.ranks)
@@ -116,6 +131,11 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> R
         raise UserError("--task-dir: needed to tune")
     if cfg.method not in METHODS:
         raise UserError(f"method {cfg.method!r}: choose from {', '.join(METHODS)}")
+    if cfg.select not in SELECT_RULES:
+        raise UserError(f"--select {cfg.select!r}: choose from {', '.join(SELECT_RULES)}")
+    if cfg.warmup_epochs < 0 or (cfg.warmup_epochs and cfg.warmup_epochs >= cfg.epochs):
+        raise UserError(f"--warmup-epochs {cfg.warmup_epochs:g}: must be at least 0 and less "
+                        f"than --epochs {cfg.epochs}")
     ranks, device = distributed.init(device)
     distributed.check_batch(cfg.batch_size, ranks)
     amp = autocast_dtype(cfg.precision, device)
@@ -129,7 +149,7 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> R
     # checks --batch-size / --m-per-class now; each epoch then draws its own sampler, seeded by
     # the epoch, so a resumed run sees the batches an uninterrupted one would have
     sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed)
-    loss_fn = make_loss(cfg.loss, cfg.method, task.multilabel, cfg.temperature)
+    loss_fn = make_loss(cfg, task.multilabel, len(task.vocabulary))
     backbone.check_trainable()
     check_output_dir(out, "--out", [task.path])
     if ranks.main:
@@ -146,6 +166,13 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> R
         log.info("%s: %s", task.name, task.audio_note)
         log.info("training on %s (%d clips), %.2f s crops; %s", "+".join(roles["train"]),
                  len(train), seconds, selection.note)
+        warning = small_valid_warning(selection.valid_y, len(task.vocabulary), task.multilabel)
+        if warning:
+            log.warning("%s", warning)
+        if cfg.xbm_size:
+            log.info("cross-batch memory of %d embeddings (%.1f global batches), emptied at each "
+                     "epoch's start so that a resumed run trains as an uninterrupted one",
+                     cfg.xbm_size, cfg.xbm_size / (2 * cfg.batch_size))
 
     backbone = backbone.to(device)
     head = make_head(cfg, backbone.embedding_size, len(task.vocabulary)).to(device)
@@ -159,8 +186,7 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> R
     groups.append({"name": "head", "params": list(head.parameters()),
                    "lr": cfg.lr * cfg.head_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, len(sampler) // cfg.accumulate)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps_per_epoch)
+    schedule = make_schedule(optimizer, cfg, max(1, len(sampler) // cfg.accumulate))
     valid_fields = ["valid_knn", "valid_head"] if cfg.method == "finetune" else ["valid_knn"]
     return Run(
         cfg=cfg, out=out, task=task, ranks=ranks, device=device, amp=amp, train=train,
@@ -174,6 +200,25 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> R
     )
 
 
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: TuneConfig,
+                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine decay to 0 over the run's optimiser steps, after `warmup_epochs` of linear warm-up.
+
+    The k-th of W warm-up steps uses k / (W + 1) of each group's rate (LinearLR), then the cosine
+    starts at the full rate. SequentialLR keeps both schedules' states in its state_dict, so a
+    resumed run goes on with the rate it stopped at. Without warm-up: the cosine alone, as runs
+    made before the option had.
+    """
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)  # cosine: 1 step or more
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total - warmup)
+    if warmup <= 0:
+        return cosine
+    linear = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / (warmup + 1),
+                                               end_factor=1.0, total_iters=warmup)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [linear, cosine], [warmup])
+
+
 def start(run: Run) -> None:
     """Resume from state.pt (every rank from the same state), or score the untuned encoder."""
     state_file = run.out / "state.pt"
@@ -184,12 +229,21 @@ def start(run: Run) -> None:
                           .to(run.gen.get_state().device))
         if run.log:
             run.log.resume_after(run.state.epoch)
+            run.scores = list(read_csv(run.out / "epochs.csv")["valid_knn"])
+            if len(run.scores) != run.state.epoch + 1:
+                raise UserError(f"{run.out / 'epochs.csv'}: holds {len(run.scores)} epochs' valid "
+                                f"scores, state.pt {run.state.epoch + 1}; delete state.pt to "
+                                "restart the run")
+            remember_weights(run)
     elif run.ranks.main:
         valid = evaluate(run)
-        run.state.best = valid["valid_knn"]
         run.log.resume_after(-1)
         run.log.epoch(0, loss="", **valid, seconds=0.0)
+        run.scores = [valid["valid_knn"]]
+        run.state.best_epoch, run.state.best = choose_epoch(run.cfg.select, run.scores,
+                                                            finished=run.cfg.epochs == 0)
         save_best(run, 0)
+        remember_weights(run)
 
 
 def train_one_epoch(run: Run, epoch: int) -> list[float]:
@@ -200,6 +254,8 @@ def train_one_epoch(run: Run, epoch: int) -> list[float]:
     sampler = make_sampler(run.train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed + epoch)
     batches = [run.ranks.share(batch) for batch in sampler]
     run.train.epoch = epoch  # seeds this epoch's crops
+    if isinstance(run.loss_fn, CrossBatchMemory):  # state.pt holds no memory, so every epoch
+        run.loss_fn.reset_queue()                  # starts empty, resumed or not
     loader = clip_batches(run.train, batches, run.workers,
                          pin_memory=run.device.startswith("cuda"))
     t0, losses, without_negatives = time.time(), [], 0
@@ -250,24 +306,59 @@ def evaluate(run: Run) -> dict[str, float]:
 
 
 def evaluate_and_save(run: Run, epoch: int, losses: list[float], seconds: float) -> None:
-    """Rank 0, after an epoch: score valid, log, keep the best checkpoint, write the state."""
+    """Rank 0, after an epoch: score valid, log, keep the chosen epoch's checkpoint, write the
+    state.
+
+    state.best / best_epoch hold the rule's choice so far and the score it was chosen by (the
+    smoothed one for "smoothed"). The choice moves only to this epoch or, for "smoothed", to the
+    one before it, whose weights `remember_weights` kept."""
     valid = evaluate(run)
     run.log.epoch(epoch, loss=float(np.mean(losses)), **valid, seconds=seconds)
     tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  "
                + "  ".join(f"{k} {v:.4f}" for k, v in valid.items()))
+    run.scores.append(valid["valid_knn"])
     state = run.state
-    if valid["valid_knn"] > state.best:
-        state.best, state.best_epoch = valid["valid_knn"], epoch
-        save_best(run, epoch)
+    chosen, state.best = choose_epoch(run.cfg.select, run.scores, finished=epoch == run.cfg.epochs)
+    if chosen != state.best_epoch:
+        state.best_epoch = chosen
+        if chosen == epoch:
+            save_best(run, epoch)
+        else:
+            with weights_of(run, run.previous):
+                save_best(run, chosen)
+    remember_weights(run)
     state.epoch = epoch
     state.save(run.out / "state.pt")
 
 
+def remember_weights(run: Run) -> None:
+    """For "smoothed", which can choose an epoch only once the next one is scored: keep a CPU
+    copy of the weights of the epoch just finished (on resume: those state.pt restored)."""
+    if run.cfg.select == "smoothed":
+        run.previous = tuple({k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+                             for m in (run.backbone, run.head))
+
+
+@contextmanager
+def weights_of(run: Run, weights: tuple[dict[str, Tensor], dict[str, Tensor]]) -> Iterator[None]:
+    """Load earlier (backbone, head) weights for the block, then put the current ones back."""
+    modules = (run.backbone, run.head)
+    current = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
+    for module, earlier in zip(modules, weights, strict=True):
+        module.load_state_dict(earlier)
+    try:
+        yield
+    finally:
+        for module, now in zip(modules, current, strict=True):
+            module.load_state_dict(now)
+
+
 def save_best(run: Run, epoch: int) -> None:
-    """Write the backbone as `best.pt`; a fine-tuned one keeps its classifier in the meta."""
+    """Write the backbone as `best.pt`, with the epoch, its valid kNN and the rule that chose it
+    in the meta; a fine-tuned one keeps its classifier there too."""
     cfg = run.cfg
-    meta = {"task": run.task.name, "epoch": epoch, "valid_knn": run.state.best,
-            "config": asdict(cfg)}
+    meta = {"task": run.task.name, "epoch": epoch, "valid_knn": run.scores[epoch],
+            "selected_by": cfg.select, "config": asdict(cfg)}
     if cfg.method == "finetune":  # the classifier belongs to the result; a projection does not
         meta["head"] = {k: v.detach().cpu() for k, v in run.head.state_dict().items()}
     save_checkpoint(run.out / "best.pt", run.backbone, meta)
@@ -281,7 +372,8 @@ def open_run(out: Path, cfg: TuneConfig, task_key: str) -> None:
     config_file = out / "config.json"
     wanted = {**json.loads(json.dumps(asdict(cfg))), "task_key": task_key}
     if config_file.exists():
-        held = json.loads(config_file.read_text())
+        # an option added since the run began holds its default there: what the run ran with
+        held = {**json.loads(json.dumps(asdict(DEFAULTS))), **json.loads(config_file.read_text())}
         diff = sorted(k for k in wanted if k != "task_dir" and held.get(k) != wanted[k])
         if diff == ["task_key"]:
             raise UserError(f"{out}: holds a run on other task contents (the files of "

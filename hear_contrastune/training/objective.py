@@ -1,19 +1,20 @@
 """What a method puts on top of the backbone: its head, its loss and the targets they take.
 
   contrastive  SupContrast's projection head (dropped after tuning) + SupCon
-               (pytorch-metric-learning's; our Jaccard-weighted form for multilabel tasks)
+               (pytorch-metric-learning's; our Jaccard-weighted form for multilabel tasks),
+               optionally over a cross-batch memory of recent embeddings (--xbm-size)
   finetune     a linear classifier (kept in the checkpoint) + cross-entropy (BCE for multilabel)
 
 Everything else about a run is shared by both methods, so the comparison between them is fair.
 """
 
 import torch
-from pytorch_metric_learning.losses import SupConLoss
+from pytorch_metric_learning.losses import CrossBatchMemory, SupConLoss
 from torch import Tensor, nn
 
 from hear_contrastune.errors import UserError
 from hear_contrastune.training.config import LOSSES, TuneConfig
-from hear_contrastune.training.losses import JaccardSupConLoss
+from hear_contrastune.training.losses import JaccardSupConLoss, LabelSetCrossBatchMemory
 
 
 def targets_for(vocabulary: list[str], labels: list[list[str]], multilabel: bool) -> Tensor:
@@ -27,7 +28,28 @@ def targets_for(vocabulary: list[str], labels: list[list[str]], multilabel: bool
     return torch.tensor([index[clip[0]] for clip in labels])
 
 
-def make_loss(name: str, method: str, multilabel: bool, temperature: float) -> nn.Module:
+def make_loss(cfg: TuneConfig, multilabel: bool, n_labels: int) -> nn.Module:
+    """The run's loss, over a cross-batch memory when `cfg.xbm_size` asks for one.
+
+    The memory holds what the loss sees: under torchrun the gathered global batch, so every rank
+    keeps the same memory of global embeddings and computes the same loss (training.distributed).
+    """
+    loss = method_loss(cfg.loss, cfg.method, multilabel, cfg.temperature)
+    if not cfg.xbm_size:
+        return loss
+    if cfg.method != "contrastive":
+        raise UserError("--xbm-size: a memory of negatives is for contrastive tuning only")
+    per_step = 2 * cfg.batch_size  # two views of every clip of the global batch
+    if cfg.xbm_size <= per_step:
+        raise UserError(f"--xbm-size {cfg.xbm_size}: the memory must hold more than one global "
+                        f"batch's {per_step} embeddings (2 views x --batch-size) to add any")
+    if isinstance(loss, SupConLoss):  # PML's memory serves PML's loss as it is
+        return CrossBatchMemory(loss, cfg.proj_dim, memory_size=cfg.xbm_size)
+    return LabelSetCrossBatchMemory(loss, cfg.proj_dim, n_labels if multilabel else None,
+                                    memory_size=cfg.xbm_size)
+
+
+def method_loss(name: str, method: str, multilabel: bool, temperature: float) -> nn.Module:
     """The loss for a method; "auto" picks the natural one for the task's label type."""
     if method == "finetune":
         name = ("bce" if multilabel else "ce") if name == "auto" else name

@@ -6,7 +6,17 @@ kNN probe, best over a small k grid, scores valid: the score that picks the epoc
 every epoch), so an epoch's evaluation costs the same on a task of any size. Given a classifier
 head, its own valid score is logged beside it, to show it learns. The full kNN probe
 (probes.knn) chooses k on valid and reports test; this is only for choosing an epoch.
+
+Which epoch the scores choose is `choose_epoch`'s rule (TuneConfig.select): the best one, the
+last one, or the best of the curve smoothed by a centred moving average over 3 epochs. A
+centred window, not an exponential moving average: both cut the noise of one epoch's score
+alike (an EMA with weight 1/2 on the newest score has the variance of a 3-epoch mean), but an
+EMA lags, scoring epoch e by the epochs before it, so on a curve that rises then falls it keeps
+an epoch after the peak; the centred mean scores e by e and its two neighbours. Its price: an
+epoch is judged one epoch later, so the loop keeps the previous epoch's weights until then.
 """
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -18,8 +28,12 @@ from hear_contrastune.data.loading import ClipDataset
 from hear_contrastune.embed import embed_clips
 from hear_contrastune.hear_api import HearModel
 from hear_contrastune.probes.knn_search import KnnIndex, vote
+from hear_contrastune.training.config import SELECT_RULES
 
 VALID_K = (1, 5, 10, 20)
+# Below these, valid kNN moves by whole clips from epoch to epoch and an epoch's rank is noise.
+MIN_VALID_CLIPS = 50
+MIN_VALID_PER_CLASS = 5
 
 
 def valid_metric(scores: Tensor, truth: Tensor, multilabel: bool) -> float:
@@ -35,6 +49,51 @@ def sample(n: int, max_clips: int, seed: int) -> list[int]:
     if n <= max_clips:
         return list(range(n))
     return sorted(int(i) for i in np.random.default_rng(seed).choice(n, max_clips, replace=False))
+
+
+def smoothed(scores: Sequence[float]) -> np.ndarray:
+    """Each epoch's mean with its neighbours (a centred 3-epoch window; two at either end)."""
+    v = np.asarray(scores, dtype=np.float64)
+    return np.array([v[max(0, e - 1):e + 2].mean() for e in range(len(v))])
+
+
+def choose_epoch(rule: str, scores: Sequence[float], finished: bool) -> tuple[int, float]:
+    """The epoch `rule` keeps from the valid scores of epochs 0, 1, ... so far, and the score it
+    was chosen by (the smoothed one for "smoothed"); the earliest on a tie.
+
+    An epoch's smoothed score needs the next epoch's, so until the run is `finished` the latest
+    epoch is no candidate yet, and a new score can move the choice only to the epoch before.
+    A pure function of the curve, so a resumed run (its curve read back from epochs.csv)
+    chooses as an uninterrupted one, and studies can apply every rule to a finished run's curve.
+    """
+    if rule == "last":
+        return len(scores) - 1, float(scores[-1])
+    if rule == "best":
+        values = np.asarray(scores, dtype=np.float64)
+    elif rule == "smoothed":
+        values = smoothed(scores)
+        if not finished and len(values) > 1:
+            values = values[:-1]
+    else:
+        raise ValueError(f"selection rule {rule!r}: choose from {', '.join(SELECT_RULES)}")
+    epoch = int(np.argmax(values))
+    return epoch, float(values[epoch])
+
+
+def small_valid_warning(valid_targets: Tensor, n_classes: int, multilabel: bool) -> str | None:
+    """Why the valid clips model selection scores are too few to rank epochs reliably, or None.
+
+    `valid_targets`: the scored clips' class ids [n], or multi-hot rows [n, labels]."""
+    n = len(valid_targets)
+    unit = "label" if multilabel else "class"
+    per_class = (float(valid_targets.sum()) if multilabel else n) / n_classes
+    if n >= MIN_VALID_CLIPS and per_class >= MIN_VALID_PER_CLASS:
+        return None
+    return (f"model selection scores {n} valid clips, {per_class:.1f} per {unit} on average "
+            f"(fewer than {MIN_VALID_CLIPS} clips or {MIN_VALID_PER_CLASS} per {unit}): a clip "
+            "or two decides which epoch scores best, so the kept epoch is partly chance and its "
+            "valid score optimistic; --select smoothed averages neighbouring epochs, --select "
+            "last keeps the final one")
 
 
 class Selection:

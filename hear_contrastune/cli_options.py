@@ -1,0 +1,138 @@
+"""The command line's shared options, declared once with their defaults read from the
+configuration dataclasses (training.config.TuneConfig, the probes' and importer's constants),
+so `contrastune`'s commands and the library cannot disagree on a default."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from eval_tasks import importer
+from hear_contrastune.embed import DEFAULT_WORKERS
+from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
+from hear_contrastune.training.config import (
+    CONTRASTIVE_LOSSES,
+    HEAD_LR_SCALE,
+    PRECISIONS,
+    SELECT_RULES,
+    VARIABLE_CLIP_SECONDS,
+    TuneConfig,
+)
+from hear_contrastune.training.config import DEFAULTS as D
+
+
+def with_options(*options: Callable) -> Callable:
+    """Apply click options in the order they are listed (as they show in --help)."""
+    def apply(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return apply
+
+
+WORKERS = click.option("--workers", default=DEFAULT_WORKERS, show_default=True,
+                       type=click.IntRange(min=0),
+                       help="DataLoader processes decoding audio (0: in the main process).")
+DEVICE = click.option("--device", default=None,
+                      help="cpu, cuda, cuda:1 ... (default: cuda if present; under torchrun, "
+                           "each process's local GPU)")
+GRID = click.option("--grid", default=DEFAULT_GRID, show_default=True, type=click.Choice(GRIDS),
+                    help="heareval's hyperparameter grid for the HEAR MLP and linear probes.")
+def tuning_options(d: TuneConfig) -> tuple[Callable, ...]:
+    """Options of every tuned run (`tune`, `finetune`, `compare`, `quickstart`), defaulting to
+    `d`'s values: TuneConfig is their one source."""
+    return (
+        click.option("--backbone", default=d.backbone, show_default=True),
+        click.option("--epochs", default=d.epochs, show_default=True, type=click.IntRange(min=1)),
+        click.option("--batch-size", default=d.batch_size, show_default=True,
+                     type=click.IntRange(min=2)),
+        click.option("--m-per-class", default=d.m_per_class, show_default=True,
+                     type=click.IntRange(min=2),
+                     help="Clips per class (per label for multilabel) in each batch."),
+        click.option("--lr", default=d.lr, show_default=True,
+                     type=click.FloatRange(min=0, min_open=True)),
+        click.option("--weight-decay", default=d.weight_decay, show_default=True,
+                     type=click.FloatRange(min=0)),
+        click.option("--backbone-lr-scale", default=d.backbone_lr_scale, show_default=True,
+                     type=click.FloatRange(min=0),
+                     help="Learning-rate multiplier for the pretrained backbone weights "
+                          "(new layers inside the backbone get --lr)."),
+        click.option("--head-lr-scale", default=d.head_lr_scale,
+                     type=click.FloatRange(min=0, min_open=True),
+                     help="Learning-rate multiplier for the head (default: "
+                          + ", ".join(f"{v:g} for {k}" for k, v in HEAD_LR_SCALE.items()) + ")."),
+        click.option("--grad-clip", default=d.grad_clip, show_default=True,
+                     type=click.FloatRange(min=0),
+                     help="Max gradient norm of the backbone (0: no clipping)."),
+        click.option("--warmup-epochs", default=d.warmup_epochs, show_default=True,
+                     type=click.FloatRange(min=0),
+                     help="Epochs (fractions too) of linear learning-rate warm-up before the "
+                          "cosine decay (0: none)."),
+        click.option("--accumulate", default=d.accumulate, show_default=True,
+                     type=click.IntRange(min=1),
+                     help="Batches per optimiser step (a larger effective batch on one device; "
+                          "each batch keeps its own negatives)."),
+        click.option("--precision", default=d.precision, show_default=True,
+                     type=click.Choice(PRECISIONS), help="Mixed-precision autocast (CUDA only)."),
+        click.option("--compile", is_flag=True, help="torch.compile the backbone and head."),
+        click.option("--clip-seconds", default=d.clip_seconds,
+                     type=click.FloatRange(min=0, min_open=True),
+                     help="Training crop length: shorter clips are zero-padded, longer ones "
+                          "randomly cropped (default: the task's clip length, or "
+                          f"{VARIABLE_CLIP_SECONDS:g} s when clips vary in length)."),
+        click.option("--select-max-clips", default=d.select_max_clips, show_default=True,
+                     type=click.IntRange(min=2),
+                     help="Model selection's valid kNN uses at most this many train and valid "
+                          "clips each (a seeded sample, the same every epoch)."),
+        click.option("--select", default=d.select, show_default=True,
+                     type=click.Choice(SELECT_RULES),
+                     help="Which epoch becomes best.pt: the best valid kNN (epoch 0, the "
+                          "untuned encoder, included), the last, or the best of the valid curve "
+                          "smoothed by a centred 3-epoch mean (less swayed by a lucky epoch on a "
+                          "small valid split)."),
+    )
+
+
+# Options of contrastive tuning only.
+CONTRASTIVE = (
+    click.option("--temperature", default=D.temperature, show_default=True,
+                 type=click.FloatRange(min=0, min_open=True)),
+    click.option("--loss", default=D.loss, show_default=True,
+                 type=click.Choice(["auto", *CONTRASTIVE_LOSSES]),
+                 help="auto: supcon for multiclass tasks, jaccard-supcon for multilabel ones; "
+                      "any-shared-supcon: any shared label makes a positive."),
+    click.option("--xbm-size", default=D.xbm_size, show_default=True,
+                 type=click.IntRange(min=0),
+                 help="Cross-batch memory: the loss also contrasts each clip with this many "
+                      "recent embeddings (2 per clip; under torchrun, of the global batch), for "
+                      "more negatives than a small device's batch holds. Emptied at each "
+                      "epoch's start; must exceed 2 x --batch-size (0: off)."),
+)
+RUN = (
+    click.option("--task-dir", required=True, type=click.Path(path_type=Path),
+                 help="A HEAR task folder (task_metadata.json, <split>.json, 16000/...)."),
+    click.option("--fold", default=D.fold,
+                 help="k-fold tasks: the test fold (e.g. fold00); trains on the others but the "
+                      "next one, which validates, as heareval assigns them."),
+    click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder."),
+    click.option("--seed", default=D.seed, show_default=True, type=int),
+)
+
+
+class Duration(click.ParamType):
+    """Seconds > 0, or 'none' (importer.KEEP_LENGTH): every clip keeps its own length."""
+
+    name = "SECONDS|none"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == importer.KEEP_LENGTH:
+            return value
+        if str(value).strip().lower() == importer.KEEP_LENGTH:
+            return importer.KEEP_LENGTH
+        try:
+            seconds = float(value)
+        except ValueError:
+            self.fail(f"{value!r}: expected seconds > 0 or 'none'", param, ctx)
+        if not seconds > 0:
+            self.fail(f"{value!r}: expected seconds > 0 or 'none'", param, ctx)
+        return seconds
