@@ -38,6 +38,8 @@ from hear_contrastune.probes.protocol import (
     read_task_splits,
     score_all,
     score_functions,
+    test_score_text,
+    text_table,
 )
 
 OUTPUT_NAME = "test.knn-predicted-scores.json"
@@ -222,11 +224,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
     for summary in results:
         doc = summary["result"]
         fold_names = [f for f in doc.get("knn", {})]
-        if "aggregated_scores" in doc:
-            agg = doc["aggregated_scores"]
-            score = f"{agg['test_score_mean']:.4f} ± {agg['test_score_std']:.4f}"
-        else:
-            score = f"{doc[fold_names[0]]['test_score']:.4f}" if fold_names else "?"
+        score = test_score_text(doc, fold_names)
         hp = doc.get("hparams", {})
         rows.append((
             summary["task"],
@@ -239,8 +237,4 @@ def format_table(results: list[dict[str, Any]]) -> str:
             f"{doc.get('timing', {}).get('total_s', math.nan):.1f}s",
             "(skipped: output exists)" if summary["skipped"] else "",
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return text_table(rows)

@@ -53,6 +53,8 @@ from hear_contrastune.probes.protocol import (
     read_task_splits,
     score_all,
     score_functions,
+    test_score_text,
+    text_table,
 )
 
 OUTPUT_NAME = "test.logistic-predicted-scores.json"
@@ -225,11 +227,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
     for summary in results:
         doc = summary["result"]
         fold_names = list(doc.get("logistic", {}))
-        if "aggregated_scores" in doc:
-            agg = doc["aggregated_scores"]
-            score = f"{agg['test_score_mean']:.4f} ± {agg['test_score_std']:.4f}"
-        else:
-            score = f"{doc[fold_names[0]]['test_score']:.4f}" if fold_names else "?"
+        score = test_score_text(doc, fold_names)
         rows.append((
             summary["task"],
             str(len(fold_names)),
@@ -240,8 +238,4 @@ def format_table(results: list[dict[str, Any]]) -> str:
             f"{doc.get('timing', {}).get('total_s', math.nan):.1f}s",
             "(skipped: output exists)" if summary["skipped"] else "",
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return text_table(rows)

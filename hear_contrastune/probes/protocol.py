@@ -158,3 +158,20 @@ def aggregate_folds(fold_results: dict[str, dict[str, Any]]) -> dict[str, float]
         aggregated[f"{key}_mean"] = mean
         aggregated[f"{key}_std"] = std
     return aggregated
+
+
+def test_score_text(doc: dict[str, Any], fold_names: list[str]) -> str:
+    """A probe result's test score for a table: mean ± std over folds, or the one fold's."""
+    if "aggregated_scores" in doc:
+        agg = doc["aggregated_scores"]
+        return f"{agg['test_score_mean']:.4f} ± {agg['test_score_std']:.4f}"
+    return f"{doc[fold_names[0]]['test_score']:.4f}" if fold_names else "?"
+
+
+def text_table(rows: list[tuple[str, ...]]) -> str:
+    """Rows of cells (the first one the header) as left-aligned plain-text columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
