@@ -32,6 +32,7 @@ class ClipDataset(Dataset):
         self.clips = [(split, filename, labels)
                       for split in splits for filename, labels in task.examples(split)]
         self.epoch = 0  # set before each epoch's loader is made: it seeds the crops
+        self._lengths: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -54,10 +55,13 @@ class ClipDataset(Dataset):
         return torch.from_numpy(audio), i
 
     def lengths(self) -> list[int]:
-        """Each clip's length in samples, as `__getitem__` returns it."""
-        if self.num_samples is not None:
-            return [self.num_samples] * len(self)
-        return [clip_length(self.task, split, filename) for split, filename, _ in self.clips]
+        """Each clip's length in samples, as `__getitem__` returns it (headers read once:
+        model selection batches the same clips every epoch)."""
+        if self._lengths is None:
+            self._lengths = ([self.num_samples] * len(self) if self.num_samples is not None
+                             else [clip_length(self.task, split, filename)
+                                   for split, filename, _ in self.clips])
+        return self._lengths
 
 
 def length_batches(lengths: Sequence[int], indices: Iterable[int],

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hear_contrastune.atomic import read_json_or_none, write_json
-from hear_contrastune.data.embeddings import EmbeddedTask, content_key, open_embedded_task
+from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.knn_search import (
     DEFAULT_TEMPERATURE,
@@ -31,6 +30,7 @@ from hear_contrastune.probes.knn_search import (
 )
 from hear_contrastune.probes.protocol import (
     aggregate_folds,
+    cached_probe,
     check_prediction_type,
     fold_roles,
     label_matrix,
@@ -82,21 +82,11 @@ def run_knn_probe(
     ks = check_options(k_grid, metric, weighting, temperature)
     dev = resolve_device(device)
     tasks = [open_embedded_task(d) for d in task_dirs]
-    summaries = []
-    for task in tasks:
-        out = task.path / OUTPUT_NAME
-        key = {"embeddings": content_key(task), "k_grid": list(ks), "metric": metric,
-               "weighting": weighting, "temperature": temperature}
-        held = read_json_or_none(out)
-        skipped = not force and isinstance(held, dict) and held.get("key") == key
-        if skipped:
-            result = held
-        else:  # no result, or one of other embeddings or options: probe again
-            result = {**probe_task(task, ks, metric, weighting, temperature, dev), "key": key}
-            write_json(out, result)
-        summaries.append({"task": task.name, "task_dir": str(task.path), "output": str(out),
-                          "skipped": skipped, "result": result})
-    return summaries
+    options = {"k_grid": list(ks), "metric": metric, "weighting": weighting,
+               "temperature": temperature}
+    return [cached_probe(task, OUTPUT_NAME, options, force,
+                         lambda t=task: probe_task(t, ks, metric, weighting, temperature, dev))
+            for task in tasks]
 
 
 def _choose_k(val_scores: dict[int, float], maximize: bool) -> int:

@@ -40,12 +40,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from hear_contrastune.atomic import read_json_or_none, write_json
-from hear_contrastune.data.embeddings import EmbeddedTask, content_key, open_embedded_task
+from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.knn import _choose_k as choose_on_valid
 from hear_contrastune.probes.protocol import (
     aggregate_folds,
+    cached_probe,
     check_prediction_type,
     fold_roles,
     label_matrix,
@@ -89,21 +89,9 @@ def run_logistic_probe(
     """
     cs = check_c_grid(c_grid)
     tasks = [open_embedded_task(d) for d in task_dirs]
-    summaries = []
-    for task in tasks:
-        out = task.path / OUTPUT_NAME
-        key = {"embeddings": content_key(task), "c_grid": list(cs), "tol": TOL,
-               "max_iter": MAX_ITER}
-        held = read_json_or_none(out)
-        skipped = not force and isinstance(held, dict) and held.get("key") == key
-        if skipped:
-            result = held
-        else:  # no result, or one of other embeddings or options: probe again
-            result = {**probe_task(task, cs), "key": key}
-            write_json(out, result)
-        summaries.append({"task": task.name, "task_dir": str(task.path), "output": str(out),
-                          "skipped": skipped, "result": result})
-    return summaries
+    options = {"c_grid": list(cs), "tol": TOL, "max_iter": MAX_ITER}
+    return [cached_probe(task, OUTPUT_NAME, options, force, lambda t=task: probe_task(t, cs))
+            for task in tasks]
 
 
 class Fit(NamedTuple):

@@ -9,11 +9,13 @@ when scores are built.
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from hear_contrastune.data.embeddings import EmbeddedTask, read_split
+from hear_contrastune.atomic import read_json_or_none, write_json
+from hear_contrastune.data.embeddings import EmbeddedTask, content_key, read_split
 from hear_contrastune.data.hear_format import PREDICTION_TYPES, Roles, fold_roles
 from hear_contrastune.errors import UserError
 
@@ -158,6 +160,24 @@ def aggregate_folds(fold_results: dict[str, dict[str, Any]]) -> dict[str, float]
         aggregated[f"{key}_mean"] = mean
         aggregated[f"{key}_std"] = std
     return aggregated
+
+
+def cached_probe(task: EmbeddedTask, output_name: str, options: dict[str, Any], force: bool,
+                 compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """One task's probe summary {"task", "task_dir", "output", "skipped", "result"}: the result
+    at `output_name` when its "key" (the embeddings' hash and `options`) matches and not
+    `force`, else `compute()`'s, written with its key."""
+    out = task.path / output_name
+    key = {"embeddings": content_key(task), **options}
+    held = read_json_or_none(out)
+    skipped = not force and isinstance(held, dict) and held.get("key") == key
+    if skipped:
+        result = held
+    else:  # no result, or one of other embeddings or options: probe again
+        result = {**compute(), "key": key}
+        write_json(out, result)
+    return {"task": task.name, "task_dir": str(task.path), "output": str(out),
+            "skipped": skipped, "result": result}
 
 
 def test_score_text(doc: dict[str, Any], fold_names: list[str]) -> str:
