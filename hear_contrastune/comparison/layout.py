@@ -10,7 +10,8 @@
       report.md, index.html, plots/              drawn from the above (comparison.report)
 
 A label is `<method>-seed<s>`, and `<method>-seed<s>-<fold>` for a model tuned per fold of a
-k-fold task (the frozen encoder embeds a k-fold task once for all its folds).
+k-fold task (the frozen encoder embeds a k-fold task once for all its folds); a few-shot run
+(`--shots N`: N train clips per class, drawn by the seed) has `-<N>shot` after the seed.
 
 `compare` writes these paths and the report reads them back through the same functions, so the
 two cannot disagree on a name.
@@ -18,9 +19,11 @@ two cannot disagree on a name.
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 
-METHODS = ("frozen", "finetune", "contrastive")  # also the order methods are shown in
-TUNED_METHODS = ("finetune", "contrastive")  # the ones `tune` trains (training.config.METHODS)
+METHODS = ("frozen", "finetune", "lpft", "contrastive")  # also the order methods are shown in
+TUNED_METHODS = ("finetune", "lpft", "contrastive")  # what `tune` trains (training.config.METHODS)
+FINETUNE_METHODS = ("finetune", "lpft")  # the baselines contrastive tuning is judged against
 PROBES = ("hear", "linear", "logistic", "knn")  # every probe compare can run
 DEFAULT_PROBES = ("hear", "linear", "knn")  # what it runs unless asked
 HEAD = "head"  # the fine-tuned classifier's own score, reported beside the probes
@@ -39,23 +42,35 @@ RESULTS_FILE = "results.json"
 MODELS_DIR = "models"
 EMBEDDINGS_DIR = "embeddings"
 FOLDS_DIR = "folds"
-_LABEL = re.compile(r"^(?P<method>.+?)-seed(?P<seed>\d+)(?:-(?P<fold>.+))?$")
+_LABEL = re.compile(
+    r"^(?P<method>.+?)-seed(?P<seed>\d+)(?:-(?P<shots>\d+)shot)?(?:-(?P<fold>.+))?$")
 
 
-def run_label(method: str, seed: int, fold: str = "") -> str:
-    """The folder name of one (method, seed[, fold]) model."""
-    return f"{method}-seed{seed}" + (f"-{fold}" if fold else "")
+class Label(NamedTuple):
+    """What a run folder's name says: method, seed, fold ("" if none), shots (0: all clips)."""
+
+    method: str
+    seed: int
+    fold: str = ""
+    shots: int = 0
 
 
-def parse_run_label(name: str) -> tuple[str, int, str] | None:
-    """(method, seed, fold) of a `run_label` folder name, or None for any other name."""
+def run_label(method: str, seed: int, fold: str = "", shots: int = 0) -> str:
+    """The folder name of one (method, seed[, shots][, fold]) model."""
+    return (f"{method}-seed{seed}" + (f"-{shots}shot" if shots else "")
+            + (f"-{fold}" if fold else ""))
+
+
+def parse_run_label(name: str) -> Label | None:
+    """The Label of a `run_label` folder name, or None for any other name."""
     m = _LABEL.match(name)
-    return (m["method"], int(m["seed"]), m["fold"] or "") if m else None
+    return Label(m["method"], int(m["seed"]), m["fold"] or "", int(m["shots"] or 0)) if m else None
 
 
-def model_dir(run: Path, task_folder: str, method: str, seed: int, fold: str = "") -> Path:
+def model_dir(run: Path, task_folder: str, method: str, seed: int, fold: str = "",
+              shots: int = 0) -> Path:
     """Where one tuning run of a task lives."""
-    return run / MODELS_DIR / task_folder / run_label(method, seed, fold)
+    return run / MODELS_DIR / task_folder / run_label(method, seed, fold, shots)
 
 
 def embeddings_root(run: Path) -> Path:
@@ -69,7 +84,7 @@ def fold_dir(run: Path, label: str, task_folder: str, fold: str) -> Path:
 
 
 def method_key(method: str) -> tuple[int, str]:
-    """frozen, finetune, contrastive first, in that order; anything else after, by name."""
+    """METHODS first, in that order; anything else after, by name."""
     return (METHODS.index(method) if method in METHODS else len(METHODS), method)
 
 

@@ -1,7 +1,9 @@
-"""results.json: one record per (task, method, seed, fold, probe), written by `compare`, read by
-the report and the summary table. A k-fold task's score is the mean over its folds, as
+"""results.json: one record per (task, shots, method, seed, fold, probe), written by `compare`,
+read by the report and the summary table. A k-fold task's score is the mean over its folds, as
 heareval reports it (`task_scores`); a record of a train/valid/test task has fold "" and
-n_folds 0."""
+n_folds 0. A record keeps the probe's valid score (what chooses among baselines) and the path,
+relative to the run folder, of its per-clip test predictions (what the paired intervals are
+recomputed from)."""
 
 import json
 import math
@@ -25,6 +27,9 @@ class Record:
     score: float
     fold: str = ""
     n_folds: int = 0  # the task's folds (0: train/valid/test), to tell a subset of folds
+    shots: int = 0  # train clips per class the run had (0: all of them)
+    valid_score: float = math.nan  # the probe's primary score on valid, where it has one
+    predictions: str = ""  # per-clip test predictions (.npz), relative to the run folder
 
 
 def write_results(path: Path, records: list[Record], options: dict[str, Any]) -> None:
@@ -59,32 +64,37 @@ def load_results(path: Path) -> list[Record]:
     for i, r in enumerate(raw):
         try:
             score = math.nan if r["score"] is None else float(r["score"])
+            valid = r.get("valid_score")
             rec = Record(str(r["task"]), str(r["method"]), int(r["seed"]), str(r["probe"]),
                          str(r["metric"]), score, str(r.get("fold", "")),
-                         int(r.get("n_folds", 0)))
+                         int(r.get("n_folds", 0)), int(r.get("shots", 0)),
+                         math.nan if valid is None else float(valid),
+                         str(r.get("predictions", "")))
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{path}: record {i} is not {{task, method, seed, probe, metric, "
                             f"score}} ({type(e).__name__}: {e})") from None
-        key = (rec.task, rec.method, rec.seed, rec.fold, rec.probe)
+        key = (rec.task, rec.shots, rec.method, rec.seed, rec.fold, rec.probe)
         if key in seen:
-            raise UserError(f"{path}: two records for task {rec.task!r}, method {rec.method!r}, "
-                            f"seed {rec.seed}, fold {rec.fold!r}, probe {rec.probe!r}")
+            raise UserError(f"{path}: two records for task {rec.task!r}, shots {rec.shots}, "
+                            f"method {rec.method!r}, seed {rec.seed}, fold {rec.fold!r}, "
+                            f"probe {rec.probe!r}")
         seen.add(key)
         records.append(rec)
     return records
 
 
 def task_scores(records: list[Record]) -> list[Record]:
-    """One record per (task, method, seed, probe): a k-fold task's folds averaged (fold ""
-    then; `fold_coverage` says which folds went in)."""
-    groups: dict[tuple[str, str, int, str], list[Record]] = {}
+    """One record per (task, shots, method, seed, probe): a k-fold task's folds averaged
+    (fold "" then, and no predictions file; `fold_coverage` says which folds went in)."""
+    groups: dict[tuple[str, int, str, int, str], list[Record]] = {}
     for r in records:
-        groups.setdefault((r.task, r.method, r.seed, r.probe), []).append(r)
+        groups.setdefault((r.task, r.shots, r.method, r.seed, r.probe), []).append(r)
     out = []
-    for (task, method, seed, probe), recs in groups.items():
+    for (task, shots, method, seed, probe), recs in groups.items():
         score = math.fsum(r.score for r in recs) / len(recs)
+        valid = math.fsum(r.valid_score for r in recs) / len(recs)
         out.append(Record(task, method, seed, probe, recs[0].metric, score, "",
-                          recs[0].n_folds))
+                          recs[0].n_folds, shots, valid))
     return out
 
 

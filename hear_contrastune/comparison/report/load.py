@@ -60,9 +60,9 @@ def find_embeddings(run_dir: Path) -> list[RunFolder]:
     for root, per_fold in ((embeddings_root(run_dir), False), (run_dir / FOLDS_DIR, True)):
         for label_dir in sorted(root.iterdir()) if root.is_dir() else []:
             label = parse_run_label(label_dir.name)
-            if not (label and label_dir.is_dir()):
+            if not (label and label_dir.is_dir()) or label.shots:  # few-shot runs: scores only
                 continue
-            method, seed, _ = label
+            method, seed = label.method, label.seed
             for task_dir in sorted(p for p in label_dir.iterdir() if p.is_dir()):
                 for folder in sorted(task_dir.iterdir()) if per_fold else [task_dir]:
                     if not is_hear_folder(folder):
@@ -86,9 +86,10 @@ def find_models(root: Path, task_names: dict[str, str]) -> list[RunFolder]:
     for task_dir in sorted(root.iterdir()) if root.is_dir() else []:
         for run_dir in sorted(task_dir.iterdir()) if task_dir.is_dir() else []:
             label = parse_run_label(run_dir.name)
-            if label and (run_dir / "epochs.csv").is_file():
+            if label and not label.shots and (run_dir / "epochs.csv").is_file():
                 name = task_names.get(task_dir.name, task_dir.name)
-                found.append(RunFolder(name, *label, run_dir, task_dir.name))
+                found.append(RunFolder(name, label.method, label.seed, label.fold, run_dir,
+                                       task_dir.name))
     return found
 
 
