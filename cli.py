@@ -20,6 +20,7 @@ from hear_contrastune.cli_options import (
     DEVICE,
     GRID,
     RUN,
+    SHOTS,
     WORKERS,
     Duration,
     tuning_options,
@@ -127,18 +128,21 @@ def run_training(method: str, task_dir: Path, out: Path, device: str | None, wor
 
 
 @main.command()
-@with_options(*RUN, *tuning_options(D), *CONTRASTIVE, WORKERS, DEVICE)
+@with_options(*RUN, SHOTS, *tuning_options(D), *CONTRASTIVE, WORKERS, DEVICE)
 def tune(**options) -> None:
     """Contrastively tune a backbone on a task; keeps the best epoch as OUT/best.pt."""
     run_training("contrastive", **options)
 
 
 @main.command()
-@with_options(*RUN, *tuning_options(D), WORKERS, DEVICE)
-def finetune(**options) -> None:
+@with_options(*RUN, SHOTS, *tuning_options(D), WORKERS, DEVICE)
+@click.option("--lp-ft", is_flag=True,
+              help="LP-FT (Kumar et al. 2022): fit the classifier as a linear probe on the "
+                   "frozen encoder first, then fine-tune everything from it (head at 1x --lr).")
+def finetune(lp_ft: bool, **options) -> None:
     """Vanilla fine-tuning baseline: backbone + linear classifier, cross-entropy (BCE for
     multilabel), with tune's data, views, optimiser and model selection."""
-    run_training("finetune", **options)
+    run_training("lpft" if lp_ft else "finetune", **options)
 
 
 @main.command()

@@ -108,6 +108,26 @@ CONTRASTIVE = (
                       "more negatives than a small device's batch holds. Emptied at each "
                       "epoch's start; must exceed 2 x --batch-size (0: off)."),
 )
+class Shots(click.ParamType):
+    """Train clips per class: a whole number >= 1, or 'all' (0, every train clip)."""
+
+    name = "N|all"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text == "all":
+            return 0
+        if not text.isdigit() or int(text) < 1:
+            self.fail(f"{value!r}: expected a whole number >= 1 or 'all'", param, ctx)
+        return int(text)
+
+
+SHOTS = click.option("--shots", default="all", show_default=True, type=Shots(),
+                     help="Few-shot: train on N clips per class (for multilabel tasks, at least "
+                          "N per label), drawn by --seed the same for every method; valid and "
+                          "test stay whole.")
 RUN = (
     click.option("--task-dir", required=True, type=click.Path(path_type=Path),
                  help="A HEAR task folder (task_metadata.json, <split>.json, 16000/...)."),

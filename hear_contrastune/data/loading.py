@@ -23,14 +23,17 @@ class ClipDataset(Dataset):
     """The clips of some splits of a task, in (split order, filename) order.
 
     Item i is (audio [T] float32, i). `num_samples` fixes T (crop or pad, for training);
-    None gives whole clips (for embedding).
+    None gives whole clips (for embedding). `keep` (indices into that order) keeps only those
+    clips: a few-shot run's draw (data.shots).
     """
 
     def __init__(self, task: Task, splits: Sequence[str], num_samples: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, keep: Sequence[int] | None = None) -> None:
         self.task, self.num_samples, self.seed = task, num_samples, seed
         self.clips = [(split, filename, labels)
                       for split in splits for filename, labels in task.examples(split)]
+        if keep is not None:
+            self.clips = [self.clips[i] for i in keep]
         self.epoch = 0  # set before each epoch's loader is made: it seeds the crops
         self._lengths: list[int] | None = None
 

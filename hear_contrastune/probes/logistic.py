@@ -97,11 +97,18 @@ def run_logistic_probe(
 class Fit(NamedTuple):
     """One C's models, applied: a score matrix [n, n_labels] per query set, in vocabulary order
     (heareval's scorers index it so); the most L-BFGS iterations a fit took; whether every fit
-    converged."""
+    converged; and the models as one linear layer, logits = x @ weight.T + bias ([n_labels, d],
+    [n_labels]; softmax for multiclass, sigmoid per label for multilabel), which LP-FT starts
+    its classifier from. A label constant in train gets weight 0 and a bias of +-CONSTANT_LOGIT."""
 
     predictions: list[np.ndarray]
     iterations: int
     converged: bool
+    weight: np.ndarray
+    bias: np.ndarray
+
+
+CONSTANT_LOGIT = 20.0  # a label never (or always) seen in train: probability ~2e-9 (or 1 - that)
 
 
 def fit_path(
@@ -132,16 +139,23 @@ def fit_path(
         for out in outs:
             out[:, constant] = train_y[0, constant]
         iterations, converged = 0, True
+        weight = np.zeros((n_labels, train_x.shape[1]))
+        bias = np.where(train_y[0] > 0, CONSTANT_LOGIT, -CONSTANT_LOGIT) * constant
         for model, (columns, target) in zip(models, jobs, strict=True):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
                 model.set_params(C=c).fit(train_x, target)
             converged &= not any(issubclass(w.category, ConvergenceWarning) for w in caught)
             iterations = max(iterations, int(model.n_iter_.max()))
+            coef, intercept = model.coef_, model.intercept_
+            if coef.shape[0] == 1 and len(columns) == 2:  # binary: logit of the second class
+                coef = np.concatenate([np.zeros_like(coef), coef])
+                intercept = np.concatenate([np.zeros_like(intercept), intercept])
+            weight[columns], bias[columns] = coef, intercept
             for out, q in zip(outs, queries, strict=True):
                 proba = model.predict_proba(q)
                 out[:, columns] = proba[:, 1:] if multilabel else proba
-        path[c] = Fit(outs, iterations, converged)
+        path[c] = Fit(outs, iterations, converged, weight, bias)
     return path
 
 

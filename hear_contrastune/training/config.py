@@ -10,7 +10,10 @@ from dataclasses import dataclass, field, replace
 from hear_contrastune.backbones import DEFAULT_BACKBONE
 from hear_contrastune.data.views import AugmentConfig
 
-METHODS = ("contrastive", "finetune")
+METHODS = ("contrastive", "finetune", "lpft")
+# Methods that train a classifier head (kept in the checkpoint): vanilla fine-tuning, and LP-FT
+# (Kumar et al. 2022), which first fits that head as a linear probe on the frozen encoder.
+CLASSIFIER_METHODS = ("finetune", "lpft")
 CONTRASTIVE_LOSSES = ("supcon", "jaccard-supcon", "any-shared-supcon")
 LOSSES = ("auto", *CONTRASTIVE_LOSSES, "ce", "bce")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -19,7 +22,9 @@ SELECT_RULES = ("best", "last", "smoothed")
 # The head's learning rate is lr * this unless set. A new classifier on a pretrained encoder
 # needs a far larger step than the encoder: at 1x its cross-entropy stayed at ln(classes) for
 # the whole budget (benchmarks/finetune_study.py has the valid-split study behind the value).
-HEAD_LR_SCALE = {"contrastive": 1.0, "finetune": 100.0}
+# LP-FT's head starts at the linear probe's optimum, so it learns at the encoder's pace, as in
+# Kumar et al.'s fine-tuning stage (one learning rate for all); not studied here.
+HEAD_LR_SCALE = {"contrastive": 1.0, "finetune": 100.0, "lpft": 1.0}
 # Training crop of a task whose clips vary in length: long enough for several of Resemblyzer's
 # 1.6 s partials and for most sound events, short enough to keep a CPU batch cheap.
 VARIABLE_CLIP_SECONDS = 4.0
@@ -50,6 +55,9 @@ class TuneConfig:
     loss: str = "auto"
     proj_dim: int = 128
     seed: int = 0
+    # few-shot: train on this many clips per class (per label, at least, for multilabel), drawn
+    # by the seed (data.shots); 0: every train clip
+    shots: int = 0
     # training crop length in seconds; None: the task's clip length, or VARIABLE_CLIP_SECONDS
     # when clips vary in length (shorter clips are zero-padded, longer ones randomly cropped)
     clip_seconds: float | None = None

@@ -32,6 +32,7 @@ from hear_contrastune.backbones import Backbone, build_backbone
 from hear_contrastune.data.hear_format import roles_for_fold
 from hear_contrastune.data.loading import ClipDataset, clip_batches
 from hear_contrastune.data.samplers import make_sampler
+from hear_contrastune.data.shots import draw_shots, shots_note
 from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.data.views import random_view
 from hear_contrastune.embed import DEFAULT_WORKERS
@@ -40,6 +41,7 @@ from hear_contrastune.outputs import check_output_dir
 from hear_contrastune.training import distributed
 from hear_contrastune.training.checkpoint import save_checkpoint
 from hear_contrastune.training.config import (
+    CLASSIFIER_METHODS,
     DEFAULTS,
     METHODS,
     PRECISIONS,
@@ -47,6 +49,7 @@ from hear_contrastune.training.config import (
     VARIABLE_CLIP_SECONDS,
     TuneConfig,
 )
+from hear_contrastune.training.linear_head import fit_linear_head
 from hear_contrastune.training.objective import make_head, make_loss, targets_for
 from hear_contrastune.training.pairs import jaccard_similarity
 from hear_contrastune.training.run_log import RunLog, read_csv
@@ -88,7 +91,7 @@ class Run:
     @property
     def classifier(self) -> nn.Module | None:
         """The head when it is a classifier whose own score is worth logging."""
-        return self.head if self.cfg.method == "finetune" else None
+        return self.head if self.cfg.method in CLASSIFIER_METHODS else None
 
 
 def tune(cfg: TuneConfig, out: Path, device: str | None = None,
@@ -144,7 +147,12 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> R
     task = load_task(cfg.task_dir, backbone.sample_rate)  # at the rate the backbone takes
     roles = roles_for_fold(task, cfg.fold)
     seconds = cfg.clip_seconds or task.duration or VARIABLE_CLIP_SECONDS
-    train = ClipDataset(task, roles["train"], round(seconds * task.sample_rate), cfg.seed)
+    kept, few_shot = None, ""
+    if cfg.shots:  # the same draw for every method of this seed (data.shots)
+        all_labels = ClipDataset(task, roles["train"]).labels
+        kept = draw_shots(all_labels, cfg.shots, cfg.seed, task.multilabel)
+        few_shot = shots_note(all_labels, kept, cfg.shots, task.multilabel)
+    train = ClipDataset(task, roles["train"], round(seconds * task.sample_rate), cfg.seed, kept)
     train_targets = targets_for(task.vocabulary, train.labels, task.multilabel)
     # checks --batch-size / --m-per-class now; each epoch then draws its own sampler, seeded by
     # the epoch, so a resumed run sees the batches an uninterrupted one would have
@@ -157,13 +165,15 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> R
     distributed.barrier(ranks)
     if (out / "done.json").exists():
         return None
-    reference = ClipDataset(task, roles["train"])  # whole clips, as the probes see them
+    reference = ClipDataset(task, roles["train"], keep=kept)  # whole clips, as probes see them
     valid = ClipDataset(task, roles["valid"])
     selection = Selection(reference, valid, train_targets,
                           targets_for(task.vocabulary, valid.labels, task.multilabel),
                           task.multilabel, cfg.select_max_clips, cfg.seed, workers)
     if ranks.main:
         log.info("%s: %s", task.name, task.audio_note)
+        if few_shot:
+            log.info("%s; valid is whole", few_shot)
         log.info("training on %s (%d clips), %.2f s crops; %s", "+".join(roles["train"]),
                  len(train), seconds, selection.note)
         warning = small_valid_warning(selection.valid_y, len(task.vocabulary), task.multilabel)
@@ -176,6 +186,13 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> R
 
     backbone = backbone.to(device)
     head = make_head(cfg, backbone.embedding_size, len(task.vocabulary)).to(device)
+    has_classifier = cfg.method in CLASSIFIER_METHODS
+    if cfg.method == "lpft" and not (out / "state.pt").exists():  # a resume restores the head
+        train_emb, valid_emb = selection.embed(backbone)
+        note = fit_linear_head(head, train_emb, selection.reference_y, valid_emb,
+                               selection.valid_y, task.multilabel)
+        if ranks.main:
+            log.info("%s", note)
     net = nn.Sequential(backbone, head)  # what trains; the checkpoint keeps only the backbone
     if ranks.world > 1:
         net = nn.parallel.DistributedDataParallel(net)
@@ -187,7 +204,7 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> R
                    "lr": cfg.lr * cfg.head_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = make_schedule(optimizer, cfg, max(1, len(sampler) // cfg.accumulate))
-    valid_fields = ["valid_knn", "valid_head"] if cfg.method == "finetune" else ["valid_knn"]
+    valid_fields = ["valid_knn", "valid_head"] if has_classifier else ["valid_knn"]
     return Run(
         cfg=cfg, out=out, task=task, ranks=ranks, device=device, amp=amp, train=train,
         train_targets=train_targets.to(device), selection=selection, workers=workers,
@@ -359,7 +376,7 @@ def save_best(run: Run, epoch: int) -> None:
     cfg = run.cfg
     meta = {"task": run.task.name, "epoch": epoch, "valid_knn": run.scores[epoch],
             "selected_by": cfg.select, "config": asdict(cfg)}
-    if cfg.method == "finetune":  # the classifier belongs to the result; a projection does not
+    if run.classifier is not None:  # the classifier belongs to the result; a projection not
         meta["head"] = {k: v.detach().cpu() for k, v in run.head.state_dict().items()}
     save_checkpoint(run.out / "best.pt", run.backbone, meta)
 

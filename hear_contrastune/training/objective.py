@@ -4,6 +4,8 @@
                (pytorch-metric-learning's; our Jaccard-weighted form for multilabel tasks),
                optionally over a cross-batch memory of recent embeddings (--xbm-size)
   finetune     a linear classifier (kept in the checkpoint) + cross-entropy (BCE for multilabel)
+  lpft         the same, its classifier first fit as a linear probe on the frozen encoder
+               (training.linear_head; Kumar et al. 2022)
 
 Everything else about a run is shared by both methods, so the comparison between them is fair.
 """
@@ -13,7 +15,7 @@ from pytorch_metric_learning.losses import CrossBatchMemory, SupConLoss
 from torch import Tensor, nn
 
 from hear_contrastune.errors import UserError
-from hear_contrastune.training.config import LOSSES, TuneConfig
+from hear_contrastune.training.config import CLASSIFIER_METHODS, LOSSES, TuneConfig
 from hear_contrastune.training.losses import JaccardSupConLoss, LabelSetCrossBatchMemory
 
 
@@ -51,10 +53,10 @@ def make_loss(cfg: TuneConfig, multilabel: bool, n_labels: int) -> nn.Module:
 
 def method_loss(name: str, method: str, multilabel: bool, temperature: float) -> nn.Module:
     """The loss for a method; "auto" picks the natural one for the task's label type."""
-    if method == "finetune":
+    if method in CLASSIFIER_METHODS:
         name = ("bce" if multilabel else "ce") if name == "auto" else name
         if name not in ("ce", "bce") or (name == "ce") == multilabel:
-            raise UserError(f"--loss {name}: finetune uses {'bce' if multilabel else 'ce'} "
+            raise UserError(f"--loss {name}: {method} uses {'bce' if multilabel else 'ce'} "
                             "for this task")
         return nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
     if name == "auto":
@@ -91,6 +93,6 @@ class Classifier(nn.Module):
 def make_head(cfg: TuneConfig, dim: int, n_classes: int) -> nn.Module:
     """Contrastive: SupContrast's MLP projection head, dropped after tuning. Finetune: the
     classifier, kept in the checkpoint for its own test score."""
-    if cfg.method == "finetune":
+    if cfg.method in CLASSIFIER_METHODS:
         return Classifier(dim, n_classes, 1.0 / cfg.temperature)
     return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, cfg.proj_dim))

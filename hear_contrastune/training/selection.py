@@ -120,14 +120,19 @@ class Selection:
                                                           self.reference)
                 + " against " + part("valid", self.valid_idx, self.valid))
 
-    def __call__(self, backbone: Backbone, head: nn.Module | None = None) -> dict[str, float]:
-        """`valid_knn` (what selects the epoch) and, given a classifier head, `valid_head`."""
+    def embed(self, backbone: Backbone) -> tuple[Tensor, Tensor]:
+        """The backbone's embeddings of the reference and valid samples (rows as *_y)."""
         model = HearModel(backbone)
         train_emb = embed_clips(model, self.reference, self.reference_idx, self.workers,
                                 "select: train")
         valid_emb = embed_clips(model, self.valid, self.valid_idx, self.workers,
                                 "select: valid")
         backbone.train()
+        return train_emb, valid_emb
+
+    def __call__(self, backbone: Backbone, head: nn.Module | None = None) -> dict[str, float]:
+        """`valid_knn` (what selects the epoch) and, given a classifier head, `valid_head`."""
+        train_emb, valid_emb = self.embed(backbone)
         train_y, valid_y = self.reference_y, self.valid_y
         if not self.multilabel:
             n_classes = int(max(train_y.max(), valid_y.max())) + 1

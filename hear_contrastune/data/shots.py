@@ -1,0 +1,93 @@
+"""The few-shot regime: N labelled train clips per class, drawn the same way for every method.
+
+`draw_shots` picks clips from a train role's labels alone (in ClipDataset order: split order,
+then filename), seeded by (seed, shots), so `tune`, `finetune`, LP-FT and the probes of a
+frozen encoder all see exactly the same clips for one seed, and another seed draws another set.
+Multiclass: N clips of each class (all of a class that has fewer). Multilabel: clips are added,
+rarest label first, until every label is on at least N of them (all its clips if it has
+fewer): a clip brings its other labels along, so common labels end up with more than N; the
+log and the view say how many clips that made.
+
+Only train is cut: valid (model selection, the probes' choice of k or C) and test stay whole,
+so the scores of every shots setting are on the same test clips.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from hear_contrastune.atomic import atomic_dir, write_json
+from hear_contrastune.data.embeddings import (
+    EmbeddedTask,
+    content_key,
+    read_split,
+    write_split,
+)
+from hear_contrastune.data.hear_format import METADATA_FILE, VOCABULARY_FILE
+from hear_contrastune.errors import UserError
+
+VIEW_SOURCE_FILE = "shots-source.json"
+
+
+def draw_shots(labels: list[list[str]], shots: int, seed: int, multilabel: bool) -> np.ndarray:
+    """Sorted indices into `labels` of the clips the few-shot run keeps."""
+    if shots < 1:
+        raise UserError(f"--shots {shots}: expected a whole number >= 1 (or all)")
+    rng = np.random.default_rng((seed, shots))
+    by_label: dict[str, list[int]] = {}
+    for i, row in enumerate(labels):
+        for label in row:
+            by_label.setdefault(label, []).append(i)
+    order = sorted(by_label, key=lambda lab: (len(by_label[lab]), lab))  # rarest first
+    chosen: set[int] = set()
+    for label in order:
+        candidates = [int(i) for i in rng.permutation(by_label[label])]
+        if not multilabel:
+            chosen.update(candidates[:shots])
+            continue
+        have = sum(i in chosen for i in by_label[label])
+        for i in candidates:
+            if have >= shots:
+                break
+            if i not in chosen:
+                chosen.add(i)
+                have += 1
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+def shots_note(labels: list[list[str]], kept: np.ndarray, shots: int, multilabel: bool) -> str:
+    """One log line saying what the draw kept."""
+    counts: dict[str, int] = {}
+    for i in kept:
+        for label in labels[i]:
+            counts[label] = counts.get(label, 0) + 1
+    unit = "label" if multilabel else "class"
+    short = sum(c < shots for c in counts.values())
+    return (f"few-shot: {len(kept)} of {len(labels)} train clips, {shots} per {unit}"
+            + (" (at least; a clip carries all its labels)" if multilabel else "")
+            + (f"; {short} {unit}(es) had fewer and keep all theirs" if short else ""))
+
+
+def shots_view(source: EmbeddedTask, shots: int, seed: int, dest: Path) -> Path:
+    """A train/valid/test embeddings folder with train cut to the `draw_shots` clips; valid and
+    test as they are. Rebuilt when the source's embeddings change, else kept (and the probe
+    results inside it with it)."""
+    if source.kfold:
+        raise ValueError("shots_view takes a train/valid/test folder (a fold_view of k-fold)")
+    key = {"source": source.name, "shots": shots, "seed": seed, "sha256": content_key(source)}
+    held = dest / VIEW_SOURCE_FILE
+    if held.is_file() and json.loads(held.read_text()) == key:
+        return dest
+    with atomic_dir(dest) as tmp:
+        write_json(tmp / METADATA_FILE, {**source.metadata, "shots": shots, "shots_seed": seed})
+        shutil.copyfile(source.path / VOCABULARY_FILE, tmp / VOCABULARY_FILE)
+        for split in source.splits:
+            x, labels = read_split(source, split)
+            if split == "train":
+                kept = draw_shots(labels, shots, seed, source.multilabel)
+                x, labels = x[kept], [labels[i] for i in kept]
+            write_split(tmp, split, x, labels)
+        write_json(tmp / VIEW_SOURCE_FILE, key)
+    return dest
