@@ -23,10 +23,12 @@ from hear_contrastune.cli_options import (
     SHOTS,
     WORKERS,
     Duration,
+    Shots,
     tuning_options,
     with_options,
 )
 from hear_contrastune.comparison import quickstart as quickstart_preset
+from hear_contrastune.comparison.compare import CompareConfig
 from hear_contrastune.comparison.layout import DEFAULT_PROBES, METHODS, PROBES
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
@@ -275,11 +277,28 @@ def subset(option: str, value: str, allowed: tuple[str, ...]) -> tuple[str, ...]
     return chosen
 
 
+def shots_setting(value: str) -> tuple[int, ...]:
+    """--shots 4,8,16,all as (4, 8, 16, 0), in that order, each once; a one-line error else."""
+    parsed = []
+    for part in (p.strip() for p in value.split(",")):
+        try:
+            parsed.append(Shots().convert(part, None, None))
+        except click.BadParameter:
+            raise UserError(f"--shots {value!r}: expected comma-separated whole numbers >= 1 "
+                            "or 'all'") from None
+    return tuple(dict.fromkeys(parsed))
+
+
 @main.command()
 @click.option("--tasks-dir", required=True, type=click.Path(path_type=Path),
               help="A folder of HEAR tasks (or one task folder).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--seeds", default=CompareConfig.seeds, show_default=True,
+              type=click.IntRange(min=1))
+@click.option("--shots", "shots_list", default="all", show_default=True,
+              help="Comma-separated few-shot settings, train clips per class, e.g. 4,8,16,all: "
+                   "every method runs at each (the same clips for every method of a seed) and "
+                   "the report draws score vs shots.")
 @with_options(*tuning_options(D), *CONTRASTIVE, GRID)
 @click.option("--probes", default=",".join(DEFAULT_PROBES), show_default=True,
               help=f"Comma-separated subset of {', '.join(PROBES)}.")
@@ -290,17 +309,18 @@ def subset(option: str, value: str, allowed: tuple[str, ...]) -> tuple[str, ...]
                    "indices) for a quick run; default all. The report marks a subset.")
 @WORKERS
 @DEVICE
-def compare(tasks_dir: Path, out: Path, seeds: int, grid: str, probes: str, methods: str,
-            folds: str, workers: int, device: str | None, **tuning) -> None:
-    """Frozen vs vanilla fine-tuning vs contrastive tuning under every probe, with a report."""
-    from hear_contrastune.comparison.compare import CompareConfig
+def compare(tasks_dir: Path, out: Path, seeds: int, shots_list: str, grid: str, probes: str,
+            methods: str, folds: str, workers: int, device: str | None, **tuning) -> None:
+    """Frozen vs fine-tuning (vanilla and LP-FT) vs contrastive tuning under every probe, with a
+    report that opens with a verdict (paired intervals over seeds and test clips)."""
     from hear_contrastune.comparison.compare import compare as run_compare
     from hear_contrastune.comparison.report.tables import summary_table
 
     cfg = CompareConfig(tasks_dir=tasks_dir, tuning=TuneConfig(**tuning), seeds=seeds, grid=grid,
                         probes=subset("probes", probes, PROBES),
                         methods=subset("methods", methods, METHODS),
-                        folds=tuple(f.strip() for f in folds.split(",") if f.strip()))
+                        folds=tuple(f.strip() for f in folds.split(",") if f.strip()),
+                        shots=shots_setting(shots_list))
     records = run_compare(cfg, out, device, workers, say=click.echo)
     click.echo(summary_table(records))
 

@@ -1,9 +1,12 @@
 """`contrastune compare`: frozen vs vanilla fine-tuning vs contrastive tuning, under every probe.
 
-For every task in a folder and every seed: the frozen encoder, `finetune` and contrastive
-`tune` (Jaccard-weighted SupCon for multilabel tasks), each derived from one `TuneConfig` so
-they share data, views, optimiser, budget and model selection; embeddings of each; HEAR's MLP
-probe, the linear probe and the kNN probe on each; the fine-tuned classifier's own test score.
+For every task in a folder and every seed: the frozen encoder, `finetune`, LP-FT and
+contrastive `tune` (Jaccard-weighted SupCon for multilabel tasks), each derived from one
+`TuneConfig` so they share data, views, optimiser, budget and model selection; embeddings of
+each; HEAR's MLP probe, the linear probe and the kNN probe on each; the fine-tuned classifiers'
+own test score. With `shots`, all of it again per few-shot setting: each seed draws N train
+clips per class (data.shots), the same for every method, which trains and is probed on those
+alone (valid and test stay whole); the frozen encoder is then probed once per seed's draw.
 Every stage is skipped when its complete output exists, so a killed or repeated run resumes
 where it stopped, and results.json is rebuilt from those outputs each time. Where everything
 goes is comparison.layout's business.
@@ -30,15 +33,18 @@ from hear_contrastune.comparison.layout import (
     METHODS,
     MODELS_DIR,
     RESULTS_FILE,
+    SHOTS_DIR,
     embeddings_root,
     fold_dir,
     model_dir,
     run_label,
+    shots_dir,
 )
 from hear_contrastune.comparison.report import write_report
 from hear_contrastune.comparison.results import Record, write_results
 from hear_contrastune.data.embeddings import fold_view, open_embedded_task, read_split
 from hear_contrastune.data.hear_format import fold_roles
+from hear_contrastune.data.shots import shots_view
 from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.embed import DEFAULT_WORKERS, embed_tasks, task_dirs
 from hear_contrastune.errors import UserError
@@ -48,7 +54,7 @@ from hear_contrastune.probes.knn import run_knn_probe
 from hear_contrastune.probes.linear import run_linear_probe
 from hear_contrastune.probes.logistic import run_logistic_probe
 from hear_contrastune.probes.protocol import label_matrix, score_all, score_functions
-from hear_contrastune.training.config import DEFAULTS, TuneConfig
+from hear_contrastune.training.config import CLASSIFIER_METHODS, DEFAULTS, TuneConfig
 from hear_contrastune.training.loop import tune
 from hear_contrastune.training.objective import Classifier
 
@@ -60,11 +66,12 @@ class CompareConfig:
 
     tasks_dir: Path
     tuning: TuneConfig = DEFAULTS
-    seeds: int = 1
+    seeds: int = 3
     grid: str = DEFAULT_GRID  # heareval's grid, for the HEAR and linear probes
     probes: tuple[str, ...] = DEFAULT_PROBES
     methods: tuple[str, ...] = METHODS
     folds: tuple[str, ...] = ()  # k-fold tasks: the test folds to run (names or indices); all
+    shots: tuple[int, ...] = (0,)  # few-shot settings, train clips per class (0: all clips)
 
 
 def head_score(model_file: Path, emb_task_dir: Path) -> dict[str, float]:
@@ -101,46 +108,64 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
     line per stage."""
     run = Path(run)
     tasks = task_dirs(Path(cfg.tasks_dir))
-    for output in (MODELS_DIR, EMBEDDINGS_DIR, FOLDS_DIR, "plots"):
+    for output in (MODELS_DIR, EMBEDDINGS_DIR, FOLDS_DIR, SHOTS_DIR, "plots"):
         check_output_dir(run / output, "--out", tasks)
     records = []
     for task_dir in tasks:
         task = load_task(task_dir)
         folds = chosen_folds(task, cfg.folds)
         n_folds = len(fold_roles(task)) if task.kfold else 0
-        for method in cfg.methods:
-            for seed in range(1 if method == "frozen" else cfg.seeds):
-                frozen_dir = None
-                if method == "frozen":  # one embedding serves every fold
-                    say(f"== {task.name} / {run_label(method, seed)}")
-                    frozen_dir = embed_tasks(cfg.tuning.backbone, task_dir, embeddings_root(run),
-                                             run_label(method, seed), device, workers,
-                                             replace=True)[0]
-                for fold in folds:
-                    label = run_label(method, seed, fold)
-                    model, emb_dir = cfg.tuning.backbone, frozen_dir
-                    if method != "frozen":
-                        say(f"== {task.name} / {label}")
-                        # --loss names a contrastive loss; fine-tuning takes its task's own
-                        loss = cfg.tuning.loss if method == "contrastive" else "auto"
-                        tune_cfg = replace(cfg.tuning, task_dir=str(task_dir), fold=fold,
-                                           method=method, seed=seed, loss=loss)
-                        model = str(tune(tune_cfg, model_dir(run, task_dir.name, method, seed,
-                                                             fold), device, workers))
-                        emb_dir = embed_tasks(model, task_dir, embeddings_root(run), label,
-                                              device, workers, replace=True)[0]
-                    probe_dir = emb_dir if not fold else fold_view(
-                        open_embedded_task(emb_dir), fold,
-                        fold_dir(run, run_label(method, seed), task_dir.name, fold))
-                    scores = probe(probe_dir, cfg.probes, cfg.grid)
-                    if method == "finetune":
-                        scores[HEAD] = head_score(Path(model), probe_dir)["test_score"]
-                    records += [Record(task.name, method, seed, p, task.evaluation[0], float(s),
-                                       fold, n_folds) for p, s in scores.items()]
+        frozen_dir = None  # one embedding serves every fold, seed and shots setting
+        for shots in cfg.shots:
+            for method in cfg.methods:
+                # the frozen encoder has no seed of its own; a few-shot draw has
+                for seed in range(1 if method == "frozen" and not shots else cfg.seeds):
+                    if method == "frozen" and frozen_dir is None:
+                        say(f"== {task.name} / {run_label(method, 0)}")
+                        frozen_dir = embed_tasks(cfg.tuning.backbone, task_dir,
+                                                 embeddings_root(run), run_label(method, 0),
+                                                 device, workers, replace=True)[0]
+                    for fold in folds:
+                        records += run_fold(cfg, run, task, task_dir, method, seed, fold, shots,
+                                            frozen_dir, n_folds, device, workers, say)
     write_results(run / RESULTS_FILE, records, json.loads(json.dumps(asdict(cfg), default=str)))
     report_md, report_html = write_report(run)
     say(f"report: {report_md}  {report_html}")
     return records
+
+
+def run_fold(cfg: CompareConfig, run: Path, task: Task, task_dir: Path, method: str, seed: int,
+             fold: str, shots: int, frozen_dir: Path | None, n_folds: int, device: str | None,
+             workers: int, say: Callable[[str], None]) -> list[Record]:
+    """One (method, seed, fold, shots): tune unless frozen, embed, cut the fold's and the
+    few-shot draw's view, probe; its records."""
+    label = run_label(method, seed, fold, shots)
+    model, emb_dir = cfg.tuning.backbone, frozen_dir
+    if method != "frozen":
+        say(f"== {task.name} / {label}")
+        # --loss names a contrastive loss; fine-tuning takes its task's own
+        loss = cfg.tuning.loss if method == "contrastive" else "auto"
+        tune_cfg = replace(cfg.tuning, task_dir=str(task_dir), fold=fold, method=method,
+                           seed=seed, loss=loss, shots=shots)
+        model = str(tune(tune_cfg, model_dir(run, task_dir.name, method, seed, fold, shots),
+                         device, workers))
+        emb_dir = embed_tasks(model, task_dir, embeddings_root(run), label, device, workers,
+                              replace=True)[0]
+    assert emb_dir is not None
+    # the frozen embedding's fold views serve every seed; a tuned model's are its own
+    view_label = run_label(method, 0) if method == "frozen" else run_label(method, seed, "",
+                                                                           shots)
+    probe_dir = emb_dir if not fold else fold_view(
+        open_embedded_task(emb_dir), fold, fold_dir(run, view_label, task_dir.name, fold))
+    if shots:
+        probe_dir = shots_view(open_embedded_task(probe_dir), shots, seed,
+                               shots_dir(run, run_label(method, seed, "", shots), task_dir.name,
+                                         fold))
+    scores = probe(probe_dir, cfg.probes, cfg.grid)
+    if method in CLASSIFIER_METHODS:
+        scores[HEAD] = head_score(Path(model), probe_dir)["test_score"]
+    return [Record(task.name, method, seed, p, task.evaluation[0], float(s), fold, n_folds,
+                   shots) for p, s in scores.items()]
 
 
 def chosen_folds(task: Task, wanted: tuple[str, ...]) -> list[str]:

@@ -6,6 +6,8 @@
                                                  train/valid/test task)
       folds/<label>/<task folder>/<fold>/        k-fold tasks: one fold's train/valid/test view
                                                  of the embeddings, with each probe's scores
+      shots/<label>/<task folder>[/<fold>]/      few-shot runs: the view with train cut to the
+                                                 seed's draw (data.shots), with each probe's scores
       results.json                               one record per (task, method, seed, fold, probe)
       report.md, index.html, plots/              drawn from the above (comparison.report)
 
@@ -25,23 +27,26 @@ METHODS = ("frozen", "finetune", "lpft", "contrastive")  # also the order method
 TUNED_METHODS = ("finetune", "lpft", "contrastive")  # what `tune` trains (training.config.METHODS)
 FINETUNE_METHODS = ("finetune", "lpft")  # the baselines contrastive tuning is judged against
 PROBES = ("hear", "linear", "logistic", "knn")  # every probe compare can run
-DEFAULT_PROBES = ("hear", "linear", "knn")  # what it runs unless asked
+# what it runs unless asked: the converged linear probe, not heareval's fixed-budget one
+DEFAULT_PROBES = ("hear", "logistic", "knn")
 HEAD = "head"  # the fine-tuned classifier's own score, reported beside the probes
 SCORES = (*PROBES, HEAD)  # every score a record can hold, in the order they are shown
 TITLES = {
     "hear": "HEAR MLP probe (heareval)",
-    "linear": "linear probe",
-    "logistic": "logistic probe (converged linear)",
+    "linear": "heareval's linear probe (Adam, fixed budget)",
+    "logistic": "linear probe (logistic regression, L-BFGS to convergence)",
     "knn": "kNN probe",
     HEAD: "fine-tuned classifier head",
 }
-SHORT_TITLES = {"hear": "HEAR MLP", "linear": "linear", "logistic": "logistic", "knn": "kNN",
+SHORT_TITLES = {"hear": "HEAR MLP", "linear": "heareval linear", "logistic": "linear",
+                "knn": "kNN",
                 HEAD: "classifier head"}
 
 RESULTS_FILE = "results.json"
 MODELS_DIR = "models"
 EMBEDDINGS_DIR = "embeddings"
 FOLDS_DIR = "folds"
+SHOTS_DIR = "shots"
 _LABEL = re.compile(
     r"^(?P<method>.+?)-seed(?P<seed>\d+)(?:-(?P<shots>\d+)shot)?(?:-(?P<fold>.+))?$")
 
@@ -81,6 +86,11 @@ def embeddings_root(run: Path) -> Path:
 def fold_dir(run: Path, label: str, task_folder: str, fold: str) -> Path:
     """Where one fold's train/valid/test view of a k-fold task's embeddings lives."""
     return run / FOLDS_DIR / label / task_folder / fold
+
+
+def shots_dir(run: Path, label: str, task_folder: str, fold: str = "") -> Path:
+    """Where one few-shot view of a task's embeddings (of one fold, for k-fold) lives."""
+    return run / SHOTS_DIR / label / task_folder / fold
 
 
 def method_key(method: str) -> tuple[int, str]:

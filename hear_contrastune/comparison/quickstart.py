@@ -29,5 +29,5 @@ def quickstart(out: Path, task: str = TASK, size: str = eval_tasks.DEFAULT_SIZE,
     """Run every stage (each resumes) and return the results table."""
     say(f"building task {task} ({size}) ...")
     task_dir = eval_tasks.build(task, Path(out) / "tasks", size=size)
-    cfg = CompareConfig(tasks_dir=task_dir, tuning=tuning, grid=grid, methods=METHODS)
+    cfg = CompareConfig(tasks_dir=task_dir, tuning=tuning, seeds=1, grid=grid, methods=METHODS)
     return summary_table(compare(cfg, Path(out), device, workers, say))
