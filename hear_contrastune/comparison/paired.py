@@ -201,14 +201,16 @@ def compare_cell(run: Path, by_method: dict[str, list[Record]], a: str, b: str,
     """One comparison of one (task, shots, probe) cell."""
     first = next(iter(by_method.values()))[0]
     cell = (first.task, first.shots, first.probe)
+    sides = [a, *([m for m in FINETUNE_METHODS if m in by_method] if b == BEST_FINETUNE
+                  else [b])]
+    if not all(r.predictions for m in sides for r in by_method[m]):  # older results.json
+        return Comparison(*cell, a, b, "no per-clip predictions")
     chosen = ""
     if b == BEST_FINETUNE:
         chosen = best_finetune(by_method) or ""
         if not chosen:
             return Comparison(*cell, a, b, "no valid score to choose a variant")
     recs_a, recs_b = by_method[a], by_method[chosen or b]
-    if not all(r.predictions for r in recs_a + recs_b):
-        return Comparison(*cell, a, b, "no per-clip predictions", chosen=chosen)
     try:
         sa = seed_scores(run, recs_a, replicates, seed)
         sb = seed_scores(run, recs_b, replicates, seed)
