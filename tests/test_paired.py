@@ -138,3 +138,34 @@ def test_npz_round_trip_recomputes_the_test_score(tmp_path: Path, run_probe) -> 
     [again] = run_probe([task_dir])
     assert not again["skipped"] and (task_dir / doc["predictions"]).is_file()
     assert run_probe([task_dir])[0]["skipped"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_compare_probe_gives_records_their_valid_score_and_predictions(tmp_path: Path) -> None:
+    """compare's probe step on a real folder, heareval's MLP runner included (the child
+    process converts its own fresh pickles): every probe's npz recomputes its test score."""
+    from hear_contrastune.comparison.compare import probe, scored_record
+    from hear_contrastune.data.embeddings import open_embedded_task
+
+    run = tmp_path / "run"
+    task_dir = multiclass_task(run / "embeddings" / "frozen-seed0" / "t",
+                               {"train": 45, "valid": 15, "test": 24}, noise=1.5)
+    found = probe(task_dir, ("hear", "logistic", "knn"), "faster")
+    assert set(found) == {"hear", "logistic", "knn"}
+    task = open_embedded_task(task_dir)
+    for name, s in found.items():
+        pred = read_predictions(s.predictions)
+        scorer = [score_function(pred.primary, pred.vocabulary, s.predictions)]
+        recomputed = primary_score(scorer, pred.scores[0], pred.targets[0])
+        # heareval's runner logs its scores through Lightning, as float32: equal to that
+        assert recomputed == (pytest.approx(s.test, rel=1e-7) if name == "hear" else s.test)
+        assert np.float32(recomputed) == np.float32(s.test), name
+        assert 0.0 <= s.valid <= 1.0
+        rec = scored_record(task, "frozen", 0, "", 0, name, s, run)
+        assert rec.predictions == f"embeddings/frozen-seed0/t/{s.predictions.name}"
+        assert (rec.valid_score, rec.score) == (s.valid, s.test)
+    assert {p.name for p in task_dir.glob("*.npz")} == {
+        "test.hear-predictions.npz", "test.logistic-predictions.npz", "test.knn-predictions.npz"}
+    assert (task_dir / "test.predictions.pkl").is_file()  # heareval's own files are left
+    head = scored_record(task, "finetune", 0, "", 0, "head", 0.75, run)
+    assert head.predictions == "" and math.isnan(head.valid_score)

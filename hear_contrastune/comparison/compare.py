@@ -40,7 +40,7 @@ from hear_contrastune.comparison.layout import (
 from hear_contrastune.comparison.report import write_report
 from hear_contrastune.comparison.results import Record, write_results
 from hear_contrastune.data.embeddings import fold_view, open_embedded_task, read_split
-from hear_contrastune.data.hear_format import fold_roles
+from hear_contrastune.data.hear_format import HearFolder, fold_roles
 from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.embed import DEFAULT_WORKERS, embed_tasks, task_dirs
 from hear_contrastune.errors import UserError
@@ -108,8 +108,9 @@ def probe(emb_task_dir: Path, probes: tuple[str, ...], grid: str) -> dict[str, P
             for name, doc in docs.items()}
 
 
-def scored_record(task: Task, method: str, seed: int, fold: str, n_folds: int, probe_name: str,
-                  score: ProbeScore | float, run: Path, shots: int = 0) -> Record:
+def scored_record(task: HearFolder, method: str, seed: int, fold: str, n_folds: int,
+                  probe_name: str, score: ProbeScore | float, run: Path, shots: int = 0
+                  ) -> Record:
     """The Record of one score: a probe's (with its valid score and predictions file, relative
     to the run folder) or a bare test score (the classifier head's)."""
     if not isinstance(score, ProbeScore):
