@@ -12,6 +12,8 @@ from probe_fixtures import multiclass_task, write_task
 from hear_contrastune.data.embeddings import write_split
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.linear import OUTPUT_NAME, linear_grid, run_linear_probe
+from hear_contrastune.probes.predictions import read_predictions
+from hear_contrastune.probes.protocol import primary_score, score_function
 
 # heareval / lightning 1.9 on torch 2.x warn a few hundred times per run (implicit softmax dim,
 # pin_memory without accelerator, pkg_resources...): theirs, not ours.
@@ -48,6 +50,12 @@ def test_separable_task_scores_one_without_touching_heareval_files(tmp_path: Pat
     assert doc["hparams"]["hidden_layers"] == 0 and doc["hparams"]["lr"] in tp.PARAM_GRID["lr"]
     assert doc["embedding_path"] == str(task_dir) and doc["probe"]["kind"] == "linear"
     assert (task_dir / "test.linear-predictions.pkl").is_file()
+    # the per-clip predictions, converted in this process, recompute heareval's test score
+    pred = read_predictions(task_dir / doc["predictions"])
+    assert pred.folds == ["test"] and pred.scores[0].shape == (30, 3)
+    scorer = [score_function(pred.primary, pred.vocabulary, task_dir)]
+    recomputed = primary_score(scorer, pred.scores[0], pred.targets[0])
+    assert np.float32(recomputed) == np.float32(doc["test"]["test_score"])  # Lightning's float32
     for name, text in official.items():
         assert (task_dir / name).read_text() == text
     leftovers = [p.name for p in task_dir.iterdir() if p.name.startswith(".")

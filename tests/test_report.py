@@ -107,9 +107,14 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         _write_logs(run / "models" / task / label, method, seed)
                     if method == "finetune":
                         scores["head"] = rng.random()
+                    knn_extra = {  # what compare records: the valid score, the predictions
+                        "valid_score": knn["result"]["test"]["validation_score"],
+                        "predictions": str((probed / knn["result"]["predictions"])
+                                           .relative_to(run))}
                     records += [{"task": task, "method": method, "seed": seed, "probe": p,
                                  "metric": metric, "score": float(s), "fold": fold,
-                                 "n_folds": len(folds) if fold else 0}
+                                 "n_folds": len(folds) if fold else 0,
+                                 **(knn_extra if p == "knn" else {})}
                                 for p, s in scores.items()]
     (run / "results.json").write_text(json.dumps(records))
     write_report(run)
@@ -311,3 +316,49 @@ def test_measures_known_values_and_degenerate_inputs() -> None:
         "purity": None, "silhouette": None, "alignment": None, "uniformity": None}
     # multilabel purity is the Jaccard overlap: {a} vs {a, b} is 1/2
     assert knn_purity(x[:2], np.array([[1, 0], [1, 1]]), True, k=1) == 0.5
+
+
+VERDICT = re.compile(r"^(win|tie|loss) ([+-]\d\.\d{3}) \[([+-]\d\.\d{3}), ([+-]\d\.\d{3})\]"
+                     r" vs finetune$")
+
+
+def test_report_opens_with_the_verdict(run_dir: Path) -> None:
+    md = (run_dir / "report.md").read_text()
+    assert re.findall(r"^## (.*)$", md, re.M)[0].startswith("Verdict: contrastive tuning vs")
+    header, rows = _tables(md)["contrastive − best fine-tuning variant"]
+    assert header == ["task", "HEAR MLP", "linear", "kNN"] and sorted(rows) == ["mix", "pitch"]
+    for task, (hear, linear, knn) in rows.items():
+        assert hear == linear == "no per-clip predictions"  # the fixture's stand-in scores
+        verdict, diff, low, high = VERDICT.match(knn).groups()
+        assert float(low) <= float(diff) <= float(high)
+        assert verdict == ("win" if float(low) > 0 else "loss" if float(high) < 0 else "tie")
+        records = [r for r in json.loads((run_dir / "results.json").read_text())
+                   if (r["task"], r["probe"]) == (task, "knn")]
+        point = np.mean([np.mean([r["score"] for r in records
+                                  if (r["method"], r["seed"]) == (m, seed)]) * sign
+                         for seed in (0, 1) for m, sign in (("contrastive", 1), ("finetune", -1))]
+                        ) * 2
+        assert float(diff) == pytest.approx(point, abs=5e-4)
+    assert re.search(r"Over 2 task × probe cells: \d wins?, \d ties?, \d loss(es)?\.", md)
+    assert "1000 replicates" in md and "Seeds: 0, 1." in md
+    others = _tables(md)["Every other comparison"][1]
+    assert set(others) == {"mix", "pitch"}  # first column: task; the comparisons follow
+    page = (run_dir / "index.html").read_text()
+    assert page.index("contrastive − best fine-tuning variant") < page.index(PROBE_TITLES["knn"])
+
+
+def test_few_shot_records_stay_out_of_the_main_tables(tmp_path: Path) -> None:
+    records = [{"task": "t", "method": m, "seed": s, "probe": "knn", "metric": "mAP",
+                "score": 0.1 * (i + 1) + 0.01 * s + (0.5 if shots == 0 else 0.0),
+                "shots": shots}
+               for i, m in enumerate(("frozen", "finetune", "contrastive"))
+               for s in ((0,) if m == "frozen" else (0, 1)) for shots in (0, 2, 8)]
+    (tmp_path / "results.json").write_text(json.dumps(records))
+    md = write_report(tmp_path)[0].read_text()
+    rows = _tables(md)[PROBE_TITLES["knn"]][1]
+    assert rows["frozen"][0] == "0.600" and rows["contrastive"][0] == "0.805 ± 0.007"
+    best = _tables(md)["contrastive − best fine-tuning variant"][1]
+    assert list(best) == ["t (2-shot)", "t (8-shot)", "t"]
+    assert all(v == ["no per-clip predictions"] for v in best.values())
+    with Image.open(tmp_path / "plots" / "shots-t.png") as im:
+        assert im.width >= 300 and np.asarray(im.convert("L")).std() > 5

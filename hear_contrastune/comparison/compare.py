@@ -19,9 +19,11 @@ it. `folds` may pick a subset for a quick run; the report then says which folds 
 """
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -43,13 +45,13 @@ from hear_contrastune.comparison.layout import (
 from hear_contrastune.comparison.report import write_report
 from hear_contrastune.comparison.results import Record, write_results
 from hear_contrastune.data.embeddings import fold_view, open_embedded_task, read_split
-from hear_contrastune.data.hear_format import fold_roles
+from hear_contrastune.data.hear_format import HearFolder, fold_roles
 from hear_contrastune.data.shots import shots_view
 from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.embed import DEFAULT_WORKERS, embed_tasks, task_dirs
 from hear_contrastune.errors import UserError
 from hear_contrastune.outputs import check_output_dir
-from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, hear_probe, test_score
+from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, hear_probe, test_score, valid_score
 from hear_contrastune.probes.knn import run_knn_probe
 from hear_contrastune.probes.linear import run_linear_probe
 from hear_contrastune.probes.logistic import run_logistic_probe
@@ -87,18 +89,43 @@ def head_score(model_file: Path, emb_task_dir: Path) -> dict[str, float]:
     return score_all(score_functions(task), probs.numpy(), label_matrix(labels, task.vocabulary))
 
 
-def probe(emb_task_dir: Path, probes: tuple[str, ...], grid: str) -> dict[str, float]:
-    """Each requested probe's primary test score for one embeddings folder (cached on disk)."""
-    scores = {}
+class ProbeScore(NamedTuple):
+    """A probe's primary test and valid scores on one embeddings folder, and where its
+    per-clip test predictions are (probes.predictions)."""
+
+    test: float
+    valid: float
+    predictions: Path
+
+
+def probe(emb_task_dir: Path, probes: tuple[str, ...], grid: str) -> dict[str, ProbeScore]:
+    """Each requested probe's scores and predictions for one embeddings folder (cached on
+    disk)."""
+    docs = {}
     if "hear" in probes:
-        scores["hear"] = test_score(hear_probe(emb_task_dir, grid))
+        docs["hear"] = hear_probe(emb_task_dir, grid)
     if "linear" in probes:
-        scores["linear"] = test_score(run_linear_probe([emb_task_dir], grid=grid)[0]["result"])
+        docs["linear"] = run_linear_probe([emb_task_dir], grid=grid)[0]["result"]
     if "logistic" in probes:
-        scores["logistic"] = test_score(run_logistic_probe([emb_task_dir])[0]["result"])
+        docs["logistic"] = run_logistic_probe([emb_task_dir])[0]["result"]
     if "knn" in probes:
-        scores["knn"] = test_score(run_knn_probe([emb_task_dir])[0]["result"])
-    return scores
+        docs["knn"] = run_knn_probe([emb_task_dir])[0]["result"]
+    return {name: ProbeScore(test_score(doc), valid_score(doc),
+                             Path(emb_task_dir) / doc["predictions"])
+            for name, doc in docs.items()}
+
+
+def scored_record(task: HearFolder, method: str, seed: int, fold: str, n_folds: int,
+                  probe_name: str, score: ProbeScore | float, run: Path, shots: int = 0
+                  ) -> Record:
+    """The Record of one score: a probe's (with its valid score and predictions file, relative
+    to the run folder) or a bare test score (the classifier head's)."""
+    if not isinstance(score, ProbeScore):
+        return Record(task.name, method, seed, probe_name, task.evaluation[0], float(score),
+                      fold, n_folds, shots)
+    predictions = os.path.relpath(Path(score.predictions).resolve(), Path(run).resolve())
+    return Record(task.name, method, seed, probe_name, task.evaluation[0], float(score.test),
+                  fold, n_folds, shots, float(score.valid), predictions)
 
 
 def compare(cfg: CompareConfig, run: Path, device: str | None = None,
@@ -161,11 +188,11 @@ def run_fold(cfg: CompareConfig, run: Path, task: Task, task_dir: Path, method: 
         probe_dir = shots_view(open_embedded_task(probe_dir), shots, seed,
                                shots_dir(run, run_label(method, seed, "", shots), task_dir.name,
                                          fold))
-    scores = probe(probe_dir, cfg.probes, cfg.grid)
+    scores: dict[str, ProbeScore | float] = dict(probe(probe_dir, cfg.probes, cfg.grid))
     if method in CLASSIFIER_METHODS:
         scores[HEAD] = head_score(Path(model), probe_dir)["test_score"]
-    return [Record(task.name, method, seed, p, task.evaluation[0], float(s), fold, n_folds,
-                   shots) for p, s in scores.items()]
+    return [scored_record(task, method, seed, fold, n_folds, p, s, run, shots)
+            for p, s in scores.items()]
 
 
 def chosen_folds(task: Task, wanted: tuple[str, ...]) -> list[str]:

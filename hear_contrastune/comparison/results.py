@@ -34,7 +34,9 @@ class Record:
 
 def write_results(path: Path, records: list[Record], options: dict[str, Any]) -> None:
     """Write {"options": what the run was asked for, "records": [...]}, atomically."""
-    write_json(path, {"options": options, "records": [asdict(r) for r in records]})
+    rows = [{**asdict(r), "valid_score": r.valid_score if math.isfinite(r.valid_score)
+             else None} for r in records]  # JSON has no NaN: null, read back as math.nan
+    write_json(path, {"options": options, "records": rows})
 
 
 def _read(path: Path) -> Any:
@@ -68,7 +70,8 @@ def load_results(path: Path) -> list[Record]:
             rec = Record(str(r["task"]), str(r["method"]), int(r["seed"]), str(r["probe"]),
                          str(r["metric"]), score, str(r.get("fold", "")),
                          int(r.get("n_folds", 0)), int(r.get("shots", 0)),
-                         math.nan if valid is None else float(valid),
+                         math.nan if valid is None or math.isnan(float(valid))
+                         else float(valid),
                          str(r.get("predictions", "")))
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{path}: record {i} is not {{task, method, seed, probe, metric, "

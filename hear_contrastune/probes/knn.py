@@ -28,11 +28,13 @@ from hear_contrastune.probes.knn_search import (
     resolve_device,
     vote,
 )
+from hear_contrastune.probes.predictions import Predictions
 from hear_contrastune.probes.protocol import (
     aggregate_folds,
     cached_probe,
     check_prediction_type,
     fold_roles,
+    kept_predictions,
     label_matrix,
     primary_score,
     read_task_splits,
@@ -43,6 +45,7 @@ from hear_contrastune.probes.protocol import (
 )
 
 OUTPUT_NAME = "test.knn-predicted-scores.json"
+PREDICTIONS_NAME = "test.knn-predictions.npz"  # per-clip test scores (probes.predictions)
 DEFAULT_K_GRID = (1, 3, 5, 10, 20, 50, 100)
 
 
@@ -85,7 +88,8 @@ def run_knn_probe(
     options = {"k_grid": list(ks), "metric": metric, "weighting": weighting,
                "temperature": temperature}
     return [cached_probe(task, OUTPUT_NAME, options, force,
-                         lambda t=task: probe_task(t, ks, metric, weighting, temperature, dev))
+                         lambda t=task: probe_task(t, ks, metric, weighting, temperature, dev),
+                         PREDICTIONS_NAME)
             for task in tasks]
 
 
@@ -108,8 +112,9 @@ def probe_task(
     weighting: str,
     temperature: float,
     device: torch.device,
-) -> dict[str, Any]:
-    """The whole protocol on one task; returns the document to write."""
+) -> tuple[dict[str, Any], Predictions]:
+    """The whole protocol on one task; returns the document to write and the per-clip test
+    predictions."""
     t0 = time.perf_counter()
     check_prediction_type(task)
     roles = fold_roles(task)
@@ -133,6 +138,7 @@ def probe_task(
     search_s, gemm = 0.0, "mm"
     folds: dict[str, dict[str, Any]] = {}
     details: dict[str, dict[str, Any]] = {}
+    kept: list[tuple[str, np.ndarray, np.ndarray]] = []  # (fold, test scores, test targets)
     for role in roles:
         fold = "|".join(role["test"])
         t = time.perf_counter()
@@ -161,6 +167,7 @@ def probe_task(
         }
         best_k = _choose_k(val_scores, maximize)
         test_pred = _vote(test_nn, train_t, n_classes, best_k, weighting, temperature)
+        kept.append((fold, test_pred, targets[test]))
         folds[fold] = {
             **score_all(scores, test_pred, targets[test]),
             "validation_score": val_scores[best_k],
@@ -198,7 +205,7 @@ def probe_task(
             "total_s": t_end - t0,
         },
     })
-    return doc
+    return doc, kept_predictions(kept, task.vocabulary, str(scores[0]))
 
 
 def _vote(nn: Neighbours, train_targets: torch.Tensor, n_classes: int, k: int, weighting: str,

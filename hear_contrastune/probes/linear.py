@@ -34,10 +34,12 @@ from hear_contrastune.atomic import atomic_path, read_json_or_none, write_json
 from hear_contrastune.data.embeddings import EmbeddedTask, content_key, open_embedded_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID
+from hear_contrastune.probes.predictions import heareval_predictions, write_predictions
 from hear_contrastune.probes.protocol import Roles, check_task, split_names
 
 OUTPUT_NAME = "test.linear-predicted-scores.json"
 PREDICTIONS_SUFFIX = ".linear-predictions.pkl"
+PREDICTIONS_NAME = "test.linear-predictions.npz"  # per-clip test scores (probes.predictions)
 # heareval.predictions.task_predictions' attribute for each grid name
 GRID_ATTRS = {"default": "PARAM_GRID", "fast": "FAST_PARAM_GRID", "faster": "FASTER_PARAM_GRID"}
 # Grid entries that only shape hidden layers: without any, one value each keeps the grid from
@@ -126,8 +128,9 @@ def run_linear_probe(
     keys = {t.path: {"embeddings": content_key(t), "grid": grid, "grid_points": grid_points}
             for t in tasks}
     held = {t.path: read_json_or_none(t.path / OUTPUT_NAME) for t in tasks}
-    todo = {t.path: check_task(t) for t in tasks  # no result, or one of other inputs
-            if force or probe_key(held[t.path]) != keys[t.path]}
+    todo = {t.path: check_task(t) for t in tasks  # no result, one of other inputs, or no npz
+            if force or probe_key(held[t.path]) != keys[t.path]
+            or not (t.path / PREDICTIONS_NAME).is_file()}
     summaries = []
     for task in tasks:
         out = task.path / OUTPUT_NAME
@@ -165,11 +168,15 @@ def _probe_task(
             logger=logging.getLogger(f"hear_contrastune.linear_probe.{task.name}"),
         )
         result = json.loads((scratch / "test.predicted-scores.json").read_text())
+        # heareval's pickles are converted here, in the process that has just written them
+        write_predictions(task.path / PREDICTIONS_NAME,
+                          heareval_predictions(scratch, task, roles))
         for role in roles:
             fold = "|".join(role["test"])
             with atomic_path(task.path / f"{fold}{PREDICTIONS_SUFFIX}") as tmp:
                 os.replace(scratch / f"{fold}.predictions.pkl", tmp)
     result["embedding_path"] = str(task.path)
+    result["predictions"] = PREDICTIONS_NAME
     result["probe"] = {"kind": "linear", "grid": grid, "grid_points": grid_points,
                        "time_s": time.perf_counter() - start, "key": key}
     write_json(task.path / OUTPUT_NAME, result)

@@ -43,11 +43,13 @@ from threadpoolctl import threadpool_limits
 from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.knn import _choose_k as choose_on_valid
+from hear_contrastune.probes.predictions import Predictions
 from hear_contrastune.probes.protocol import (
     aggregate_folds,
     cached_probe,
     check_prediction_type,
     fold_roles,
+    kept_predictions,
     label_matrix,
     primary_score,
     read_task_splits,
@@ -58,6 +60,7 @@ from hear_contrastune.probes.protocol import (
 )
 
 OUTPUT_NAME = "test.logistic-predicted-scores.json"
+PREDICTIONS_NAME = "test.logistic-predictions.npz"  # per-clip test scores (probes.predictions)
 DEFAULT_C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3)
 TOL = 1e-6
 MAX_ITER = 10_000
@@ -90,7 +93,8 @@ def run_logistic_probe(
     cs = check_c_grid(c_grid)
     tasks = [open_embedded_task(d) for d in task_dirs]
     options = {"c_grid": list(cs), "tol": TOL, "max_iter": MAX_ITER}
-    return [cached_probe(task, OUTPUT_NAME, options, force, lambda t=task: probe_task(t, cs))
+    return [cached_probe(task, OUTPUT_NAME, options, force, lambda t=task: probe_task(t, cs),
+                         PREDICTIONS_NAME)
             for task in tasks]
 
 
@@ -159,8 +163,10 @@ def fit_path(
     return path
 
 
-def probe_task(task: EmbeddedTask, c_grid: tuple[float, ...]) -> dict[str, Any]:
-    """The whole protocol on one task; returns the document to write."""
+def probe_task(task: EmbeddedTask, c_grid: tuple[float, ...]
+               ) -> tuple[dict[str, Any], Predictions]:
+    """The whole protocol on one task; returns the document to write and the per-clip test
+    predictions (float32, scored as saved)."""
     t0 = time.perf_counter()
     check_prediction_type(task)
     roles = fold_roles(task)
@@ -171,6 +177,7 @@ def probe_task(task: EmbeddedTask, c_grid: tuple[float, ...]) -> dict[str, Any]:
     t_read = time.perf_counter()
     folds: dict[str, dict[str, Any]] = {}
     details: dict[str, dict[str, Any]] = {}
+    kept: list[tuple[str, np.ndarray, np.ndarray]] = []  # (fold, test scores, test targets)
     with threadpool_limits(BLAS_THREADS, user_api="blas"):
         for role in roles:
             fold = "|".join(role["test"])
@@ -184,8 +191,10 @@ def probe_task(task: EmbeddedTask, c_grid: tuple[float, ...]) -> dict[str, Any]:
             val_scores = {c: primary_score(scores, fit.predictions[0], targets[valid])
                           for c, fit in path.items()}
             best_c = choose_on_valid(val_scores, maximize)  # ties go to the smaller C
+            test_pred = path[best_c].predictions[1].astype(np.float32)  # as the file keeps it
+            kept.append((fold, test_pred, targets[test]))
             folds[fold] = {
-                **score_all(scores, path[best_c].predictions[1], targets[test]),
+                **score_all(scores, test_pred, targets[test]),
                 "validation_score": val_scores[best_c],
                 "C": best_c,
             }
@@ -219,7 +228,7 @@ def probe_task(task: EmbeddedTask, c_grid: tuple[float, ...]) -> dict[str, Any]:
         "timing": {"read_s": t_read - t0, "fit_and_score_s": t_end - t_read,
                    "total_s": t_end - t0},
     })
-    return doc
+    return doc, kept_predictions(kept, task.vocabulary, str(scores[0]))
 
 
 def format_table(results: list[dict[str, Any]]) -> str:

@@ -10,6 +10,7 @@ when scores are built.
 import math
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from hear_contrastune.atomic import read_json_or_none, write_json
 from hear_contrastune.data.embeddings import EmbeddedTask, content_key, read_split
 from hear_contrastune.data.hear_format import PREDICTION_TYPES, Roles, fold_roles
 from hear_contrastune.errors import UserError
+from hear_contrastune.probes.predictions import Predictions, write_predictions
 
 Split = tuple[np.ndarray, list[list[str]]]
 
@@ -97,21 +99,23 @@ def score_functions(task: EmbeddedTask) -> list[Any]:
     names = task.metadata.get("evaluation")
     if not isinstance(names, list) or not names:
         raise UserError(f"{meta_file}: 'evaluation' must be a non-empty list of score names")
+    return [score_function(name, task.vocabulary, meta_file) for name in names]
+
+
+def score_function(name: str, vocabulary: list[str], where: Path) -> Any:
+    """heareval's score object called `name` for a scene task of this vocabulary; `where` is
+    the file that named it, for the error."""
     with warnings.catch_warnings():  # dcase_util's pkg_resources deprecation, on import only
         warnings.simplefilter("ignore")
         from heareval.score import SoundEventScore, available_scores
-    label_to_idx = {label: i for i, label in enumerate(task.vocabulary)}
-    scores = []
-    for name in names:
-        if name not in available_scores:
-            raise UserError(f"{meta_file}: unknown score {name!r} in 'evaluation' "
-                            f"(heareval has {', '.join(available_scores)})")
-        score = available_scores[name](label_to_idx=label_to_idx)
-        if isinstance(score, SoundEventScore):
-            raise UserError(f"{meta_file}: score {name!r} is for event embeddings, "
-                            "not scene embeddings")
-        scores.append(score)
-    return scores
+    if name not in available_scores:
+        raise UserError(f"{where}: unknown score {name!r} in 'evaluation' "
+                        f"(heareval has {', '.join(available_scores)})")
+    score = available_scores[name](label_to_idx={label: i for i, label in enumerate(vocabulary)})
+    if isinstance(score, SoundEventScore):
+        raise UserError(f"{where}: score {name!r} is for event embeddings, "
+                        "not scene embeddings")
+    return score
 
 
 def _value(ret: Any) -> float:
@@ -163,21 +167,33 @@ def aggregate_folds(fold_results: dict[str, dict[str, Any]]) -> dict[str, float]
 
 
 def cached_probe(task: EmbeddedTask, output_name: str, options: dict[str, Any], force: bool,
-                 compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+                 compute: Callable[[], tuple[dict[str, Any], Predictions]],
+                 predictions_name: str) -> dict[str, Any]:
     """One task's probe summary {"task", "task_dir", "output", "skipped", "result"}: the result
-    at `output_name` when its "key" (the embeddings' hash and `options`) matches and not
-    `force`, else `compute()`'s, written with its key."""
+    at `output_name` when its "key" (the embeddings' hash and `options`) matches, its per-clip
+    predictions file `predictions_name` is there, and not `force`; else `compute()`'s, written
+    with its key (the predictions first: a result on disk implies its predictions were)."""
     out = task.path / output_name
     key = {"embeddings": content_key(task), **options}
     held = read_json_or_none(out)
-    skipped = not force and isinstance(held, dict) and held.get("key") == key
+    skipped = (not force and isinstance(held, dict) and held.get("key") == key
+               and (task.path / predictions_name).is_file())
     if skipped:
         result = held
-    else:  # no result, or one of other embeddings or options: probe again
-        result = {**compute(), "key": key}
+    else:  # no result, one of other embeddings or options, or no predictions: probe again
+        doc, predictions = compute()
+        write_predictions(task.path / predictions_name, predictions)
+        result = {**doc, "predictions": predictions_name, "key": key}
         write_json(out, result)
     return {"task": task.name, "task_dir": str(task.path), "output": str(out),
             "skipped": skipped, "result": result}
+
+
+def kept_predictions(kept: list[tuple[str, np.ndarray, np.ndarray]], vocabulary: list[str],
+                     primary: str) -> Predictions:
+    """A probe's (fold, test scores, test targets) per fold, as a Predictions."""
+    return Predictions([f for f, _, _ in kept], list(vocabulary), primary,
+                       [s for _, s, _ in kept], [t for _, _, t in kept])
 
 
 def test_score_text(doc: dict[str, Any], fold_names: list[str]) -> str:

@@ -4,7 +4,10 @@ and how tuning changed them.
 `write_report(run_dir)` reads what the run left (possibly only part of it) and writes
 RUN/report.md, RUN/index.html (opens from disk) and RUN/plots/*.png:
 
-1. probe scores per method, task and probe (mean ± std over seeds), from results.json;
+0. the verdict: contrastive tuning against the best fine-tuning variant (and every other
+   comparison), per task and probe, with paired bootstrap intervals (comparison.paired);
+1. probe scores per method, task and probe (mean ± std over seeds), from results.json, for
+   runs on all train clips (few-shot runs get their verdict rows and a score-vs-shots plot);
 2. the geometry of each method's test embeddings (kNN label purity, silhouette, alignment,
    uniformity), which says what the probes are scoring;
 3. plots: 2-D maps of the test embeddings (PCA, and t-SNE of the same clips), the kNN probe's
@@ -39,6 +42,7 @@ from hear_contrastune.comparison.report.load import MAX_POINTS, Run, load_run, l
 from hear_contrastune.comparison.report.plots import (
     plot_knn_curves,
     plot_projections,
+    plot_shots,
     plot_training,
 )
 from hear_contrastune.comparison.report.tables import (
@@ -47,6 +51,8 @@ from hear_contrastune.comparison.report.tables import (
     results_tables,
     training_table,
 )
+from hear_contrastune.comparison.report.verdict import verdict_blocks
+from hear_contrastune.comparison.results import Record
 
 
 def slug(name: str) -> str:
@@ -73,19 +79,22 @@ def build_report(run: Run, plot_dir: Path) -> list[Block]:
                      key=method_key)
     seeds = sorted({r.seed for r in run.records} | {e.seed for e in run.embeddings})
     tasks = sorted({r.task for r in run.records} | set(embeddings) | set(training))
+    all_clips = [r for r in run.records if r.shots == 0]  # few-shot runs: verdicts and plot
     blocks: list[Block] = [
         Heading(1, f"Comparison report: {run.path.name}"),
         Paragraph(f"{len(tasks)} task{'s' * (len(tasks) != 1)} ({', '.join(tasks) or 'none'}); "
                   f"methods {', '.join(methods) or 'none'}; seeds "
                   f"{', '.join(map(str, seeds)) or 'none'}."),
+        *verdict_blocks(run.records, run.path),
         Heading(2, "Probe scores"),
         Paragraph("Each task's primary test score (higher is better), mean ± sample std over "
                   "seeds (just the mean for one seed). Bold: the best method in the column. "
                   "The mean over tasks is ± the std over seeds of each seed's task average."),
     ]
-    for title, table, note in results_tables(run.records):
+    for title, table, note in results_tables(all_clips):
         blocks.append(TableBlock(table, title, note))
-    folds = fold_table(run.records)
+    blocks += shots_blocks(run.records, plot_dir)
+    folds = fold_table(all_clips)
     if folds:
         blocks += [Heading(2, "k-fold tasks, fold by fold"),
                    Paragraph("A k-fold task's score above is the mean over its folds, as "
@@ -148,6 +157,22 @@ def build_report(run: Run, plot_dir: Path) -> list[Block]:
                    Bullets(option_lines(run.options))]
     if run.notes:
         blocks += [Heading(2, "Notes"), Bullets(run.notes)]
+    return blocks
+
+
+def shots_blocks(records: list[Record], plot_dir: Path) -> list[Block]:
+    """Tasks run at more than one shots value: the score-vs-shots plot of each."""
+    tasks = sorted(t for t in {r.task for r in records}
+                   if len({r.shots for r in records if r.task == t}) > 1)
+    if not tasks:
+        return []
+    blocks: list[Block] = [Heading(2, "Score vs shots")]
+    for task in tasks:
+        name = f"shots-{slug(task)}.png"
+        plot_shots(records, task, plot_dir / name)
+        blocks.append(Plot(f"plots/{name}", f"{task}: primary test score against train clips "
+                           "per class ('all': every train clip) per method and probe, mean "
+                           "over seeds with ± std error bars."))
     return blocks
 
 

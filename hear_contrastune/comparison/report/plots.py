@@ -1,6 +1,8 @@
 """The report's figures, drawn with matplotlib's Agg canvas into PNG files: 2-D maps (PCA,
-t-SNE) of the test embeddings, the kNN probe's score against k, training curves."""
+t-SNE) of the test embeddings, the kNN probe's score against k, training curves, and the score
+against shots of few-shot runs."""
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,12 +13,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from hear_contrastune.comparison.layout import SHORT_TITLES, method_key, score_key
 from hear_contrastune.comparison.report.geometry import TaskEmbeddings
 from hear_contrastune.comparison.report.load import TrainingLog
+from hear_contrastune.comparison.results import Record, task_scores
 
 DPI = 100
-METHOD_COLORS = {"frozen": "tab:gray", "finetune": "tab:orange", "contrastive": "tab:blue"}
-EXTRA_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+METHOD_COLORS = {"frozen": "tab:gray", "finetune": "tab:orange", "lpft": "tab:green",
+                 "contrastive": "tab:blue"}
+EXTRA_COLORS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 
 
 def method_color(method: str, methods: Sequence[str]) -> str:
@@ -153,3 +158,36 @@ def step_epochs(epochs: np.ndarray) -> np.ndarray:
         at = np.flatnonzero(epochs == e)
         out[at] = e - 1 + np.arange(1, len(at) + 1) / len(at)
     return out
+
+
+def plot_shots(records: list[Record], task: str, path: Path) -> None:
+    """Score against shots (train clips per class; all of them at the right), one panel per
+    probe, one line per method: mean over seeds with ± std error bars. A k-fold task's score is
+    its fold mean."""
+    recs = [r for r in task_scores(records) if r.task == task]
+    probes = sorted({r.probe for r in recs}, key=score_key)
+    shots = sorted({r.shots for r in recs}, key=lambda s: s or math.inf)  # 0 (all) last
+    methods = sorted({r.method for r in recs}, key=method_key)
+    fig = new_figure(4.5 * len(probes), 3.8)
+    axes = fig.subplots(1, len(probes), squeeze=False)[0]
+    for ax, probe in zip(axes, probes, strict=True):
+        for i, method in enumerate(methods):
+            xs, means, stds = [], [], []
+            for x, s in enumerate(shots):
+                vals = [r.score for r in recs if (r.probe, r.method, r.shots) == (probe, method, s)
+                        and math.isfinite(r.score)]
+                if vals:
+                    xs.append(x)
+                    means.append(float(np.mean(vals)))
+                    stds.append(float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+            if xs:
+                ax.errorbar(xs, means, yerr=stds, marker="osD^v"[i % 5], capsize=3,
+                            color=method_color(method, methods), label=method)
+        ax.set_xticks(range(len(shots)), [str(s) if s else "all" for s in shots])
+        ax.set_xlabel("train clips per class")
+        ax.set_title(f"{SHORT_TITLES.get(probe, probe)} probe", fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"{task}: test score vs shots", fontsize=11)
+    fig.savefig(path, format="png")

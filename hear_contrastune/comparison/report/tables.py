@@ -149,7 +149,9 @@ def epoch_throughput(log: TrainingLog) -> float | None:
 
 def summary_table(records: list[Record]) -> str:
     """Markdown: one row per (task, method), one column per probe, the primary test score as
-    mean ± std over seeds. What `compare` and `quickstart` print."""
+    mean ± std over seeds, for runs on all train clips. What `compare` and `quickstart`
+    print."""
+    records = [r for r in records if r.shots == 0]
     coverage = fold_coverage(records)
     records = task_scores(records)
     probes = sorted({r.probe for r in records}, key=score_key)
