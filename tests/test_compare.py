@@ -14,18 +14,19 @@ from hear_contrastune.comparison.layout import DEFAULT_PROBES as PROBES
 from hear_contrastune.comparison.layout import METHODS
 from hear_contrastune.comparison.results import load_results
 from hear_contrastune.errors import UserError
-from hear_contrastune.training.config import DEFAULTS
+from hear_contrastune.training.config import CLASSIFIER_METHODS, DEFAULTS
 
 
 def test_compare_runs_every_stage_reports_and_resumes(tmp_path):
     eval_tasks.build("gm-program", tmp_path / "tasks", size="small")
-    cfg = CompareConfig(tasks_dir=tmp_path / "tasks",
+    cfg = CompareConfig(tasks_dir=tmp_path / "tasks", seeds=1,
                         tuning=replace(DEFAULTS, epochs=1, batch_size=8), grid="faster")
     run = tmp_path / "run"
     records = compare(cfg, run, device="cpu")
 
     seen = {(r.method, r.probe) for r in records}
-    assert seen == {(m, p) for m in METHODS for p in PROBES} | {("finetune", "head")}
+    assert seen == ({(m, p) for m in METHODS for p in PROBES}
+                    | {(m, "head") for m in CLASSIFIER_METHODS})
     assert all(r.task == "gm-program" and r.metric == "top1_acc" for r in records)
     assert all(0.0 <= r.score <= 1.0 for r in records)
     assert load_results(run / "results.json") == records
@@ -74,7 +75,7 @@ def test_compare_on_a_kfold_and_a_variable_length_task(tmp_path):
     tasks = tmp_path / "tasks"
     eval_tasks.build("gm-phrase-5fold", tasks, size="small")
     eval_tasks.build("gm-tags-varlen", tasks, size="small")
-    cfg = CompareConfig(tasks_dir=tasks, grid="faster", folds=("1",),
+    cfg = CompareConfig(tasks_dir=tasks, grid="faster", folds=("1",), seeds=1,
                         tuning=replace(DEFAULTS, epochs=1, batch_size=4, m_per_class=2))
     run = tmp_path / "run"
     records = compare(cfg, run, device="cpu", workers=0)

@@ -85,14 +85,16 @@ def verdict_blocks(records: list[Record], run: Path) -> list[Block]:
                                       "variant")]
     best = verdict_table(found, [("contrastive", BEST_FINETUNE)])
     if best is None:
-        return blocks + [Paragraph("No comparison: these results lack contrastive tuning or a "
-                                   "fine-tuning variant under a probe.")]
-    decided = [c for c in found if c.b == BEST_FINETUNE and c.decided]
-    blocks += [TableBlock(best, "contrastive − best fine-tuning variant",
-                          f"Over {len(decided)} task × probe cells: {counts(decided)}."),
-               Paragraph(method_text(found))]
+        blocks.append(Paragraph("No such comparison: these results lack contrastive tuning or "
+                                "a fine-tuning variant under a probe."))
+    else:
+        decided = [c for c in found if c.b == BEST_FINETUNE and c.decided]
+        blocks.append(TableBlock(best, "contrastive − best fine-tuning variant",
+                                 f"Over {len(decided)} task × probe cells: {counts(decided)}."))
     others = [(a, b) for a, b in dict.fromkeys((c.a, c.b) for c in found) if b != BEST_FINETUNE]
     table = verdict_table(found, others)
     if table is not None:
         blocks.append(TableBlock(table, "Every other comparison"))
+    if found:
+        blocks.append(Paragraph(method_text(found)))
     return blocks
