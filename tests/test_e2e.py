@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 import eval_tasks
+from hear_contrastune.comparison.layout import DEFAULT_PROBES
 from hear_contrastune.comparison.report.tables import summary_table
 from hear_contrastune.comparison.results import load_results
 from hear_contrastune.data.embeddings import open_embedded_task, read_split
@@ -52,7 +53,7 @@ def test_quickstart_small(tmp_path):
     # a preset of compare: its results.json, its report and its table
     records = load_results(tmp_path / "qs" / "results.json")
     assert {(r.method, r.probe) for r in records} == \
-        {(m, p) for m in ("frozen", "contrastive") for p in ("hear", "linear", "knn")}
+        {(m, p) for m in ("frozen", "contrastive") for p in DEFAULT_PROBES}
     assert all(0.0 <= r.score <= 1.0 for r in records)
     assert (tmp_path / "qs" / "report.md").is_file()
     assert done.stdout.rstrip().endswith(summary_table(records))

@@ -210,9 +210,9 @@ def test_sigterm_ends_the_heareval_child(task, tmp_path):
     deadline = time.time() + 120
     while child is None and time.time() < deadline and proc.poll() is None:
         child = next((pid for pid in _children(proc.pid)
-                      if b"heareval.predictions.runner" in _cmdline(pid)), None)
+                      if b"hear_contrastune.probes.hear_mlp" in _cmdline(pid)), None)
         time.sleep(0.2)
-    assert child is not None, "the heareval runner never started"
+    assert child is not None, "our heareval runner child never started"
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
     for _ in range(50):
