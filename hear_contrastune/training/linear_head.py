@@ -15,7 +15,12 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
-from hear_contrastune.probes.logistic import BLAS_THREADS, DEFAULT_C_GRID, fit_path
+from hear_contrastune.probes.logistic import (
+    BLAS_THREADS,
+    DEFAULT_C_GRID,
+    choose_on_valid,
+    fit_path,
+)
 from hear_contrastune.training.objective import Classifier
 from hear_contrastune.training.selection import valid_metric
 
@@ -45,7 +50,7 @@ def fit_linear_head(classifier: Classifier, train_emb: Tensor, train_targets: Te
     valid_y = valid_targets.cpu()
     scores = {c: valid_metric(torch.from_numpy(fit.predictions[0]), valid_y, multilabel)
               for c, fit in path.items()}
-    best_c = max(scores, key=lambda c: (scores[c], -c))  # ties go to the smaller C
+    best_c = choose_on_valid(scores, maximize=True)  # as the probe: ties go to the smaller C
     fit = path[best_c]
     weight = fit.weight / scaler.scale_
     bias = fit.bias - weight @ scaler.mean_
