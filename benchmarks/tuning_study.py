@@ -211,7 +211,8 @@ def main(out: Path, task_names: str, seeds: int, size: str, epochs: int, config_
     notes = [note for _, note in folds.values() if note]
     base = plan[0][3]
     header = [f"Valid splits only ({size} tasks, {backbone}, {seeds} seed(s), {epochs} epochs, "
-              f"batch {base.batch_size}, {base.m_per_class} clips per class): valid kNN of the "
+              f"batch {base.batch_size or 'fitted'}, {base.m_per_class or 'fitted'} clips per "
+              "class): valid kNN of the "
               "epoch each rule keeps, mean ± std over seeds @ the epochs chosen. 'best' is "
               "optimistic by construction (the maximum of a noisy curve).", *notes, ""]
     text = "\n".join(header) + "\n" + table(summary) + "\n"

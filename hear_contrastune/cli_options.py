@@ -11,8 +11,10 @@ from eval_tasks import importer
 from hear_contrastune.embed import DEFAULT_WORKERS
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
 from hear_contrastune.training.config import (
+    BATCH_SIZE,
     CONTRASTIVE_LOSSES,
     HEAD_LR_SCALE,
+    M_PER_CLASS,
     PRECISIONS,
     SELECT_RULES,
     VARIABLE_CLIP_SECONDS,
@@ -44,11 +46,15 @@ def tuning_options(d: TuneConfig) -> tuple[Callable, ...]:
     return (
         click.option("--backbone", default=d.backbone, show_default=True),
         click.option("--epochs", default=d.epochs, show_default=True, type=click.IntRange(min=1)),
-        click.option("--batch-size", default=d.batch_size, show_default=True,
-                     type=click.IntRange(min=2)),
-        click.option("--m-per-class", default=d.m_per_class, show_default=True,
-                     type=click.IntRange(min=2),
-                     help="Clips per class (per label for multilabel) in each batch."),
+        click.option("--batch-size", default=d.batch_size, type=click.IntRange(min=2),
+                     help=f"Clips per batch (default: fitted to the task: {BATCH_SIZE}, or "
+                          "every class in each batch when the task has fewer classes than "
+                          "that holds, and never more than its train clips; the log says "
+                          "what was chosen)."),
+        click.option("--m-per-class", default=d.m_per_class, type=click.IntRange(min=2),
+                     help=f"Clips per class (per label for multilabel) in each batch "
+                          f"(default: {M_PER_CLASS}, raised so that every class fits when the "
+                          "task has few; a class with fewer clips repeats them in new views)."),
         click.option("--lr", default=d.lr, show_default=True,
                      type=click.FloatRange(min=0, min_open=True)),
         click.option("--weight-decay", default=d.weight_decay, show_default=True,

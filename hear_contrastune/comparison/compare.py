@@ -50,6 +50,7 @@ from hear_contrastune.data.shots import shots_view
 from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.embed import DEFAULT_WORKERS, embed_tasks, task_dirs
 from hear_contrastune.errors import UserError
+from hear_contrastune.lock import exclusive
 from hear_contrastune.outputs import check_output_dir
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, hear_probe, test_score, valid_score
 from hear_contrastune.probes.knn import run_knn_probe
@@ -57,7 +58,7 @@ from hear_contrastune.probes.linear import run_linear_probe
 from hear_contrastune.probes.logistic import run_logistic_probe
 from hear_contrastune.probes.protocol import label_matrix, score_all, score_functions
 from hear_contrastune.training.config import CLASSIFIER_METHODS, DEFAULTS, TuneConfig
-from hear_contrastune.training.loop import tune
+from hear_contrastune.training.loop import check_tuning, tune
 from hear_contrastune.training.objective import Classifier
 
 
@@ -137,6 +138,36 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
     tasks = task_dirs(Path(cfg.tasks_dir))
     for output in (MODELS_DIR, EMBEDDINGS_DIR, FOLDS_DIR, SHOTS_DIR, "plots"):
         check_output_dir(run / output, "--out", tasks)
+    check_every_run(cfg, tasks)
+    with exclusive(run):
+        records = run_all(cfg, run, tasks, device, workers, say)
+        write_results(run / RESULTS_FILE, records,
+                      json.loads(json.dumps(asdict(cfg), default=str)))
+        report_md, report_html = write_report(run)
+    say(f"report: {report_md}  {report_html}")
+    return records
+
+
+def check_every_run(cfg: CompareConfig, tasks: list[Path]) -> None:
+    """Make every tuning run's own checks (options, folds, few-shot draws, batch shape) before
+    the first stage, so a run that cannot start fails the comparison in one line now, not
+    hours in."""
+    tuned = [method for method in cfg.methods if method != "frozen"]
+    if not tuned:
+        return
+    for task_dir in tasks:
+        task = load_task(task_dir)
+        for fold in chosen_folds(task, cfg.folds):
+            for shots in cfg.shots:
+                # the batch depends on the labels and a few-shot draw (a seed's), not the method
+                for seed in range(cfg.seeds) if shots else [0]:
+                    check_tuning(replace(cfg.tuning, task_dir=str(task_dir), fold=fold,
+                                         method=tuned[0], seed=seed, shots=shots))
+
+
+def run_all(cfg: CompareConfig, run: Path, tasks: list[Path], device: str | None, workers: int,
+            say: Callable[[str], None]) -> list[Record]:
+    """Every stage of every task, each skipped when its output is complete; the records."""
     records = []
     for task_dir in tasks:
         task = load_task(task_dir)
@@ -155,9 +186,6 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
                     for fold in folds:
                         records += run_fold(cfg, run, task, task_dir, method, seed, fold, shots,
                                             frozen_dir, n_folds, device, workers, say)
-    write_results(run / RESULTS_FILE, records, json.loads(json.dumps(asdict(cfg), default=str)))
-    report_md, report_html = write_report(run)
-    say(f"report: {report_md}  {report_html}")
     return records
 
 
