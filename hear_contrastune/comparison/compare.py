@@ -161,8 +161,13 @@ def check_every_run(cfg: CompareConfig, tasks: list[Path]) -> None:
             for shots in cfg.shots:
                 # the batch depends on the labels and a few-shot draw (a seed's), not the method
                 for seed in range(cfg.seeds) if shots else [0]:
-                    check_tuning(replace(cfg.tuning, task_dir=str(task_dir), fold=fold,
-                                         method=tuned[0], seed=seed, shots=shots))
+                    try:
+                        check_tuning(replace(cfg.tuning, task_dir=str(task_dir), fold=fold,
+                                             method=tuned[0], seed=seed, shots=shots))
+                    except UserError as e:
+                        where = (f" fold {fold}" if fold else "") + (
+                            f" ({shots} shots, seed {seed})" if shots else "")
+                        raise UserError(f"{task_dir}{where}: {e}") from None
 
 
 def run_all(cfg: CompareConfig, run: Path, tasks: list[Path], device: str | None, workers: int,

@@ -122,7 +122,8 @@ def make_sampler(
     if not 2 <= m <= batch_size:
         raise UserError(f"m={m} clips per label must be between 2 and the batch size {batch_size}")
     if len(labels) < batch_size:
-        raise UserError(f"batch size {batch_size} is larger than the {len(labels)} training clips")
+        raise UserError(f"--batch-size {batch_size} is larger than the {len(labels)} training "
+                        "clips")
     if batch_size < 2 * m:  # one class (or label group) per batch: no negatives, nothing to learn
         raise UserError(f"batch size {batch_size} with m={m} holds one class per batch, so no "
                         f"clip has a negative; use a batch of at least {2 * m} (2 x m)")
