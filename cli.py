@@ -9,13 +9,16 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 import eval_tasks
 from eval_tasks import importer
 from hear_contrastune.cli_options import (
+    CONFIG,
     CONTRASTIVE,
     DEVICE,
     GRID,
@@ -34,9 +37,11 @@ from hear_contrastune.errors import UserError
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
 from hear_contrastune.probes.knn_search import DEFAULT_TEMPERATURE, METRICS, WEIGHTINGS
 from hear_contrastune.training.config import DEFAULTS as D
+from hear_contrastune.training.config import METHODS as TUNED_METHODS
 from hear_contrastune.training.config import (
     TuneConfig,
 )
+from hear_contrastune.training.search_space import space_help
 
 # A write that failed for want of room (a full disk, a quota, `ulimit -f`): the user's to fix.
 OUT_OF_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -123,6 +128,11 @@ def run_training(method: str, task_dir: Path, out: Path, device: str | None, wor
                  **options) -> None:
     from hear_contrastune.training.loop import tune
 
+    searched_for, config_file = click.get_current_context().meta.get("config_method",
+                                                                      (None, None))
+    if searched_for not in (None, method):
+        raise UserError(f"--config {config_file}: a configuration for {searched_for}, not "
+                        f"{method}")
     cfg = TuneConfig(task_dir=str(task_dir), method=method, **options)
     best = tune(cfg, out, device, workers)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
@@ -130,14 +140,14 @@ def run_training(method: str, task_dir: Path, out: Path, device: str | None, wor
 
 
 @main.command()
-@with_options(*RUN, SHOTS, *tuning_options(D), *CONTRASTIVE, WORKERS, DEVICE)
+@with_options(CONFIG, *RUN, SHOTS, *tuning_options(D), *CONTRASTIVE, WORKERS, DEVICE)
 def tune(**options) -> None:
     """Contrastively tune a backbone on a task; keeps the best epoch as OUT/best.pt."""
     run_training("contrastive", **options)
 
 
 @main.command()
-@with_options(*RUN, SHOTS, *tuning_options(D), WORKERS, DEVICE)
+@with_options(CONFIG, *RUN, SHOTS, *tuning_options(D), WORKERS, DEVICE)
 @click.option("--lp-ft", is_flag=True,
               help="LP-FT (Kumar et al. 2022): fit the classifier as a linear probe on the "
                    "frozen encoder first, then fine-tune everything from it (head at 1x --lr).")
@@ -145,6 +155,37 @@ def finetune(lp_ft: bool, **options) -> None:
     """Vanilla fine-tuning baseline: backbone + linear classifier, cross-entropy (BCE for
     multilabel), with tune's data, views, optimiser and model selection."""
     run_training("lpft" if lp_ft else "finetune", **options)
+
+
+@main.command(epilog="Searched, unless given: " + space_help() + ".")
+@with_options(*RUN, SHOTS, *tuning_options(D), *CONTRASTIVE, WORKERS, DEVICE)
+@click.option("--method", default="contrastive", show_default=True,
+              type=click.Choice(TUNED_METHODS))
+@click.option("--trials", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Trials to finish (completed or pruned), counted over every process that "
+                   "joins the study; a later command with more continues it.")
+@click.pass_context
+def search(ctx: click.Context, method: str, trials: int, out: Path, workers: int,
+           device: str | None, **options) -> None:
+    """Search tuning hyperparameters on valid (Optuna: seeded TPE, successive-halving pruning
+    on each epoch's valid score). Options given here are fixed; the rest of the space is
+    searched. Run the same command in more processes to share the work; rerun it after a kill
+    to resume. OUT gets trials/NNNN/ (run folders), trials.csv, best.json (for `tune --config`)
+    and search.png."""
+    from hear_contrastune.search import Search, run_search
+
+    fixed = {k: v for k, v in options.items()
+             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
+             and k not in ("task_dir", "fold", "seed", "shots")}
+    base = TuneConfig(method=method, **{k: v for k, v in options.items()})
+    best = run_search(Search(replace(base, task_dir=str(options["task_dir"])), fixed, out,
+                             trials), device, workers, say=tqdm.write)
+    if best:
+        click.echo(f"best: trial {best['trial']}, valid {best['valid_score']:.4f}: "
+                   + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in best["params"].items()))
+        click.echo(f"tune with it: contrastune {'tune' if method == 'contrastive' else 'finetune'}"
+                   f" --config {out / 'best.json'} ...")
 
 
 @main.command()

@@ -19,15 +19,17 @@ LOCK_FILE = ".contrastune.lock"
 
 
 @contextmanager
-def exclusive(folder: Path, option: str = "--out") -> Iterator[None]:
+def exclusive(folder: Path, option: str = "--out", name: str = LOCK_FILE,
+              wait: bool = False) -> Iterator[None]:
     """Hold `folder` (created if missing) for the block; a UserError naming the holder if
-    another process holds it."""
+    another process holds it, or, with `wait`, once it lets go. `name` picks another lock
+    file in the folder, for a lock on one part of it (a search's trial, its ask queue)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
             raise UserError(f"{option} {folder}: in use by {holder}; wait for it to finish or "
@@ -40,5 +42,5 @@ def exclusive(folder: Path, option: str = "--out") -> Iterator[None]:
 
 
 def is_lock(path: Path) -> bool:
-    """Whether `path` is a lock file, which a folder's contents checks ignore."""
+    """Whether `path` is a run folder's lock file, which a folder's contents checks ignore."""
     return path.name == LOCK_FILE

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -99,11 +99,14 @@ class Run:
 
 
 def tune(cfg: TuneConfig, out: Path, device: str | None = None,
-         workers: int = DEFAULT_WORKERS) -> Path:
+         workers: int = DEFAULT_WORKERS,
+         on_epoch: Callable[[int, float], None] | None = None) -> Path:
     """Tune, resuming a killed run from its last finished epoch; return the best checkpoint.
 
     Under torchrun, every rank runs this; see training.distributed. `workers` DataLoader
-    processes decode clips (it changes speed, not results).
+    processes decode clips (it changes speed, not results). `on_epoch(epoch, valid score)` hears
+    each finished epoch's selection score (a search's pruner); an exception it raises ends the
+    run there, resumable like a killed one.
     """
     out = Path(out)
     with ExitStack() as held:  # the run folder's lock, for as long as this process trains it
@@ -119,6 +122,8 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None,
             run.state.generators = distributed.gather_objects(run.gen.get_state(), run.ranks)
             if run.ranks.main:
                 evaluate_and_save(run, epoch, losses, time.time() - t0)
+                if on_epoch is not None:
+                    on_epoch(epoch, run.scores[epoch])
             distributed.barrier(run.ranks)
         if run.ranks.main:
             epoch = run.state.best_epoch
