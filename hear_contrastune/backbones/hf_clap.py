@@ -18,9 +18,12 @@ Frames are the encoder's time axis: HTSAT stacks four time quarters of the (time
 mel image along frequency; its final map, regrouped by the model into [dim, freq, time], is
 averaged over frequency. Column k covers interpolated mel frames [k s, (k+1) s) and is stamped
 at their centre mapped back to the mel frames (align_corners interpolation), a mel frame being
-centred at frame * hop: 312.8 ms apart for laion's 10 s models. Columns whose centre lies past
-the clip's end (in the fill) are dropped. Attention windows span the stacked quarters, so a
-column also sees audio 2.5 s away: the time axis is the model's, not a strict locality.
+centred at frame * hop: 312.8 ms apart for laion's 10 s models. The 32 columns span 10.01 s, so
+window j starts at j x 10.01 s (rounded to a sample): the grid runs on regularly across windows,
+as HEAR's timestamps must, and 9.8 ms of audio between windows is not seen. Columns of the last
+window whose centre lies past the clip's end (in the fill) are dropped. Attention windows span
+the stacked quarters, so a column also sees audio 2.5 s away: the time axis is the model's,
+not a strict locality.
 
 The scene embedding is the model's own: `embed=projection` (default) the projected embedding
 (512-d, unnormalised), `embed=hidden` the pooled hidden state (768-d); a clip of several
@@ -64,6 +67,15 @@ class HfClapBackbone(HfBackbone):
             raise UserError(f"{spec}: the extractor's {extractor.max_length_s} s window "
                             f"({self.mel_frames} mel frames) exceeds the model's "
                             f"{self.image_frames}")
+        # column k covers image frames [k s, (k+1) s), mapped back to mel frames (centred at
+        # frame * hop) as the model's align_corners interpolation stretched them
+        self.columns = encoder.freq_ratio * (
+            encoder.spec_size // 2 ** (len(config.depths) - 1) // encoder.patch_stride[1])
+        image_step = self.image_frames / self.columns
+        mel_per_image = (self.mel_frames - 1) / (self.image_frames - 1)
+        self.grid_step = image_step * mel_per_image * self.hop  # samples between columns
+        self.first_centre = (image_step - 1) / 2 * mel_per_image * self.hop
+        self.window_hop = self.columns * self.grid_step
         self.fused = bool(config.enable_fusion)
         fusion = extractor.truncation == "fusion"
         self.mel = torchaudio.transforms.MelSpectrogram(
@@ -109,24 +121,31 @@ class HfClapBackbone(HfBackbone):
     def fill_window(self, audio: Tensor) -> Tensor:
         """A clip part shorter than a window, filled to one as the extractor fills a clip."""
         length = audio.shape[-1]
+        if length == self.window:
+            return audio
         if self.fill == "repeat":
             audio = audio.repeat(1, self.window // length + 1)[:, :self.window]
         elif self.fill == "repeatpad":
             audio = audio.repeat(1, self.window // length)
         return F.pad(audio, (0, self.window - audio.shape[-1]))
 
-    def windows(self, audio: Tensor) -> tuple[Tensor, int]:
-        """Filled windows [batch, count, window] and the samples of the clip in the last one."""
-        count = max(1, math.ceil(audio.shape[-1] / self.window))
-        last = audio.shape[-1] - (count - 1) * self.window
-        full = audio[:, :(count - 1) * self.window].unflatten(1, (count - 1, self.window))
-        tail = self.fill_window(audio[:, (count - 1) * self.window:])
-        return torch.cat([full, tail[:, None]], dim=1), last
+    def starts(self, samples: int) -> list[int]:
+        """Where each window starts in a clip: one column grid (`grid_step` apart) runs on from
+        window to window, so frame times stay regular, as HEAR's timestamps must be."""
+        count = max(1, math.ceil(samples / self.window_hop))
+        return [round(j * self.window_hop) for j in range(count)]
 
-    def run(self, audio: Tensor) -> tuple[Tensor, Tensor, int]:
+    def windows(self, audio: Tensor) -> tuple[Tensor, list[int]]:
+        """Filled windows [batch, count, window] and the clip's samples in each."""
+        starts = self.starts(audio.shape[-1])
+        parts = [audio[:, start:start + self.window] for start in starts]
+        return (torch.stack([self.fill_window(p) for p in parts], dim=1),
+                [p.shape[-1] for p in parts])
+
+    def run(self, audio: Tensor) -> tuple[Tensor, Tensor, list[int]]:
         """Column states [batch, windows, columns, dim], pooled [batch, windows, dim] and the
-        samples of the clip in the last window."""
-        windows, last = self.windows(audio)
+        clip's samples in each window."""
+        windows, lengths = self.windows(audio)
         flat = windows.flatten(0, 1)
         is_longer = torch.zeros(flat.shape[0], 1, dtype=torch.bool, device=audio.device)
         out = self.model.audio_model(input_features=self.features(flat), is_longer=is_longer)
@@ -135,27 +154,22 @@ class HfClapBackbone(HfBackbone):
         if self.options.embed == "projection":
             pooled = self.model.audio_projection(pooled)
         count = windows.shape[1]
-        return columns.unflatten(0, (-1, count)), pooled.unflatten(0, (-1, count)), last
-
-    def centres(self, columns: int, device: torch.device) -> Tensor:
-        """Centre times in ms of a window's columns."""
-        step = self.image_frames / columns
-        image_frame = torch.arange(columns, device=device) * step + (step - 1) / 2
-        mel_frame = image_frame * (self.mel_frames - 1) / (self.image_frames - 1)
-        return mel_frame * self.hop * (1000.0 / self.sample_rate)
+        if columns.shape[1] != self.columns:
+            raise RuntimeError(f"{self.spec}: {columns.shape[1]} columns, expected {self.columns}")
+        return columns.unflatten(0, (-1, count)), pooled.unflatten(0, (-1, count)), lengths
 
     def frames(self, audio: Tensor) -> tuple[Tensor, Tensor]:
-        columns, _, last = self.run(audio)
-        count, per_window = columns.shape[1], columns.shape[2]
-        centres = self.centres(per_window, audio.device)
-        keep = max(1, int((centres < last * 1000.0 / self.sample_rate).sum()))
-        offsets = torch.arange(count, device=audio.device)[:, None] * (
-            self.window * 1000.0 / self.sample_rate)
-        times = (offsets + centres).flatten()[:(count - 1) * per_window + keep]
-        return columns.flatten(1, 2)[:, :times.shape[0]], times
+        columns, _, lengths = self.run(audio)
+        # one grid, exact in float64 (window starts are it rounded to a sample)
+        grid = (torch.arange(len(lengths) * self.columns, device=audio.device,
+                             dtype=torch.float64) * self.grid_step + self.first_centre)
+        last_start = round((len(lengths) - 1) * self.window_hop)
+        keep = int((grid < last_start + lengths[-1]).sum())
+        keep = max(keep, (len(lengths) - 1) * self.columns + 1)
+        times = (grid[:keep] * (1000.0 / self.sample_rate)).float()
+        return columns.flatten(1, 2)[:, :keep], times
 
     def forward(self, audio: Tensor) -> Tensor:
-        _, pooled, last = self.run(audio)
-        weights = torch.full((pooled.shape[1],), float(self.window), device=audio.device)
-        weights[-1] = last
+        _, pooled, lengths = self.run(audio)
+        weights = torch.tensor(lengths, dtype=pooled.dtype, device=audio.device)
         return torch.einsum("w,bwd->bd", weights / weights.sum(), pooled)
