@@ -76,8 +76,11 @@ def test_clap_frames_follow_the_time_axis_across_windows(folders):
     torch.testing.assert_close(times.diff(), torch.full((times.shape[0] - 1,), step),
                                atol=1e-2, rtol=0)
     assert times[-1] < 2500 <= times[-1] + step and frames.shape == (3, times.shape[0], 32)
-    torch.testing.assert_close(later_times + start / 48, times[64:], atol=1e-3, rtol=0)
-    torch.testing.assert_close(later, frames[:, 64:], atol=1e-5, rtol=1e-5)
+    rest = times.shape[0] - 64  # the cut clip may keep one more column at its very end
+    assert later_times.shape[0] in (rest, rest + 1)
+    # times follow the exact grid; the window starts at it rounded to a sample (< 0.011 ms)
+    torch.testing.assert_close(later_times[:rest] + start / 48, times[64:], atol=0.011, rtol=0)
+    torch.testing.assert_close(later[:, :rest], frames[:, 64:], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(single, frames, atol=1e-5, rtol=1e-5)
 
 
