@@ -117,11 +117,15 @@ def tasks_build(names: tuple[str, ...], build_all: bool, out: Path, size: str, s
 def backbones() -> None:
     """List the backbones available here."""
     from hear_contrastune.backbones import BACKBONES, PREFIXES
+    from hear_contrastune.backbones.hf import FAMILIES
 
     for name, (_, description) in BACKBONES.items():
         click.echo(f"{name:26s} {description}")
-    for _, usage, description in PREFIXES.values():
+    for prefix, (_, usage, description) in PREFIXES.items():
         click.echo(f"{usage:26s} {description}")
+        if prefix == "hf:":
+            for family, rate, needs in FAMILIES:
+                click.echo(f"  {family:25s} {rate}; {needs}")
 
 
 def run_training(method: str, task_dir: Path, out: Path, device: str | None, workers: int,
