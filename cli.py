@@ -352,10 +352,17 @@ def shots_setting(value: str) -> tuple[int, ...]:
 @click.option("--folds", default="",
               help="k-fold tasks: comma-separated test folds to run (names like fold00, or "
                    "indices) for a quick run; default all. The report marks a subset.")
+@click.option("--search", "search_trials", default=0, show_default=True,
+              type=click.IntRange(min=0),
+              help="Give every tuned method N trials of `contrastune search` on each task (on "
+                   "valid; k-fold: the first fold's roles) and train its seeds with what it "
+                   "found; tuning options given here stay fixed. 0: no search.")
 @WORKERS
 @DEVICE
-def compare(tasks_dir: Path, out: Path, seeds: int, shots_list: str, grid: str, probes: str,
-            methods: str, folds: str, workers: int, device: str | None, **tuning) -> None:
+@click.pass_context
+def compare(ctx: click.Context, tasks_dir: Path, out: Path, seeds: int, shots_list: str,
+            grid: str, probes: str, methods: str, folds: str, search_trials: int, workers: int,
+            device: str | None, **tuning) -> None:
     """Frozen vs fine-tuning (vanilla and LP-FT) vs contrastive tuning under every probe, with a
     report that opens with a verdict (paired intervals over seeds and test clips)."""
     from hear_contrastune.comparison.compare import compare as run_compare
@@ -365,7 +372,10 @@ def compare(tasks_dir: Path, out: Path, seeds: int, shots_list: str, grid: str, 
                         probes=subset("probes", probes, PROBES),
                         methods=subset("methods", methods, METHODS),
                         folds=tuple(f.strip() for f in folds.split(",") if f.strip()),
-                        shots=shots_setting(shots_list))
+                        shots=shots_setting(shots_list), search=search_trials,
+                        search_fixed=tuple(
+                            k for k in tuning if ctx.get_parameter_source(k)
+                            == click.core.ParameterSource.COMMANDLINE))
     records = run_compare(cfg, out, device, workers, say=click.echo)
     click.echo(summary_table(records))
 

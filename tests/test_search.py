@@ -81,3 +81,21 @@ def test_search_prunes_and_its_best_config_tunes(task, tmp_path):
         epochs = [line.split(",")[0] for line in
                   (search / "trials" / row["folder"] / "epochs.csv").read_text().splitlines()[1:]]
         assert len(epochs) == len(set(epochs)), row  # one writer per trial folder
+
+
+def test_compare_search_trains_every_seed_with_what_the_search_found(task, tmp_path):
+    run = tmp_path / "cmp"
+    finish(contrastune("compare", "--tasks-dir", str(task), "--out", str(run), "--methods",
+                       "finetune,contrastive", "--seeds", "1", "--probes", "knn", "--search",
+                       "2", "--epochs", "1", "--temperature", "0.2", "--device", "cpu"))
+    for method in ("finetune", "contrastive"):
+        best = json.loads((run / "search" / "gm-program" / method / "best.json").read_text())
+        assert best["budget"]["trials"] == 2
+        held = json.loads((run / "models" / "gm-program" / f"{method}-seed0" / "config.json")
+                          .read_text())
+        for key in ("lr", "head_lr_scale", "weight_decay", "warmup_epochs", "batch_size"):
+            assert held[key] == best["config"][key], (method, key)
+        assert "temperature" not in best["params"]  # given on the command line: fixed
+    assert held["temperature"] == 0.2
+    report = (run / "report.md").read_text()
+    assert "## Hyperparameter search" in report and "2 (" in report
