@@ -68,8 +68,9 @@ class Search:
         """What makes two commands the same study (the trial count may grow between them)."""
         base = {k: v for k, v in json.loads(json.dumps(asdict(self.base))).items()
                 if k != "task_dir"}
-        return {"task_key": task_key, "base": base, "fixed": sorted(self.fixed),
-                "space": [asdict(p) for p in self.params], "reduction_factor": REDUCTION_FACTOR}
+        return json.loads(json.dumps({  # as search.json holds it
+            "task_key": task_key, "base": base, "fixed": sorted(self.fixed),
+            "space": [asdict(p) for p in self.params], "reduction_factor": REDUCTION_FACTOR}))
 
 
 def trial_config(search: Search, trial: optuna.trial.BaseTrial, targets) -> TuneConfig:

@@ -29,9 +29,14 @@ def finish(proc: subprocess.Popen) -> str:
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def full_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return eval_tasks.build("gm-program", tmp_path_factory.mktemp("tasks"), size="small")
+
+
+@pytest.fixture(scope="module")
+def task(full_task: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small gm-program task without its test audio: a search must never need it."""
-    task_dir = eval_tasks.build("gm-program", tmp_path_factory.mktemp("tasks"), size="small")
+    task_dir = Path(shutil.copytree(full_task, tmp_path_factory.mktemp("no-test") / full_task.name))
     shutil.rmtree(task_dir / "16000" / "test")
     return task_dir
 
@@ -68,24 +73,24 @@ def test_search_prunes_and_its_best_config_tunes(task, tmp_path):
     _, err = other.communicate(timeout=300)
     assert other.returncode == 2 and "holds another search" in err
 
-    # two processes join the same study and take it to 7 trials: exactly 7 finish, each in
+    # two processes join the same study and take it to 6 trials: exactly 6 finish, each in
     # its own folder, none trained twice
     both = [contrastune("search", "--task-dir", str(task), "--out", str(search), "--trials",
-                        "7", *TRIAL) for _ in range(2)]
+                        "6", *TRIAL) for _ in range(2)]
     for proc in both:
         finish(proc)
     rows = trials(search)
-    assert len(rows) == 7 and all(r["state"] in ("complete", "pruned") for r in rows)
-    assert len({r["folder"] for r in rows}) == 7
+    assert len(rows) == 6 and all(r["state"] in ("complete", "pruned") for r in rows)
+    assert len({r["folder"] for r in rows}) == 6
     for row in rows:
         epochs = [line.split(",")[0] for line in
                   (search / "trials" / row["folder"] / "epochs.csv").read_text().splitlines()[1:]]
         assert len(epochs) == len(set(epochs)), row  # one writer per trial folder
 
 
-def test_compare_search_trains_every_seed_with_what_the_search_found(task, tmp_path):
+def test_compare_search_trains_every_seed_with_what_the_search_found(full_task, tmp_path):
     run = tmp_path / "cmp"
-    finish(contrastune("compare", "--tasks-dir", str(task), "--out", str(run), "--methods",
+    finish(contrastune("compare", "--tasks-dir", str(full_task), "--out", str(run), "--methods",
                        "finetune,contrastive", "--seeds", "1", "--probes", "knn", "--search",
                        "2", "--epochs", "1", "--temperature", "0.2", "--device", "cpu"))
     for method in ("finetune", "contrastive"):
