@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,29 @@ def test_compare_search_trains_every_seed_with_what_the_search_found(full_task, 
     assert held["temperature"] == 0.2
     report = (run / "report.md").read_text()
     assert "## Hyperparameter search" in report and "2 (" in report
+
+
+def test_a_killed_search_resumes_its_trial_where_it_stopped(task, tmp_path):
+    search = tmp_path / "search"
+    args = ("search", "--task-dir", str(task), "--out", str(search), "--trials", "2",
+            "--epochs", "3", "--device", "cpu")
+    first = contrastune(*args)
+    epochs = search / "trials" / "0000" / "epochs.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None:
+        if (search / "trials" / "0000" / "state.pt").exists():
+            break
+        time.sleep(0.2)
+    assert first.poll() is None, "the first trial finished before it could be killed"
+    first.kill()  # SIGKILL: no clean-up of any kind
+    first.wait()
+    finish(contrastune(*args))
+    rows = trials(search)
+    assert [r["state"] for r in rows][0] == "fail"  # the killed process's trial
+    retried = [r for r in rows[1:] if r["folder"] == "0000"]
+    assert len(retried) == 1 and retried[0]["state"] in ("complete", "pruned")
+    assert {k: v for k, v in retried[0].items() if k in ("backbone_lr", "temperature")} == \
+        {k: v for k, v in rows[0].items() if k in ("backbone_lr", "temperature")}
+    logged = [line.split(",")[0] for line in epochs.read_text().splitlines()[1:]]
+    assert logged == sorted(set(logged), key=int)  # resumed, not retrained: no epoch twice
+    assert sum(r["state"] in ("complete", "pruned") for r in rows) == 2
