@@ -189,7 +189,7 @@ def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, folder: 
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         say(f"trial {trial.number}: pruned")
         return
-    except BaseException:
+    except Exception:  # Ctrl-C and SIGTERM leave it running: the rerun resumes it
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         raise
     value = json.loads((folder / "done.json").read_text())["select_score"]
