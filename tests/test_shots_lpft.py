@@ -2,6 +2,7 @@
 
 import csv
 import json
+from contextlib import ExitStack
 
 import numpy as np
 import pytest
@@ -58,8 +59,9 @@ def test_every_method_of_a_seed_trains_on_the_same_clips_and_probes_see_them(tmp
     clips = {}
     for method in ("contrastive", "finetune", "lpft"):
         for seed in (0, 1):
-            run = build_run(small(task, method=method, seed=seed, shots=2).resolved(),
-                            tmp_path / f"{method}{seed}", "cpu", 0)
+            with ExitStack() as held:
+                run = build_run(small(task, method=method, seed=seed, shots=2).resolved(),
+                                tmp_path / f"{method}{seed}", "cpu", 0, held)
             clips[method, seed] = [(split, name) for split, name, _ in run.train.clips]
             reference = [(s, n) for s, n, _ in run.selection.reference.clips]
             assert reference == clips[method, seed]  # model selection's train clips too
