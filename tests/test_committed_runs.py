@@ -17,7 +17,7 @@ import eval_tasks
 from hear_contrastune.comparison.compare import CompareConfig, compare
 from hear_contrastune.comparison.options import options_doc
 from hear_contrastune.comparison.report import write_merged_report
-from hear_contrastune.comparison.results import load_results
+from hear_contrastune.comparison.results import load_results, read_results
 from hear_contrastune.comparison.reuse import read_progress
 from hear_contrastune.errors import UserError
 from hear_contrastune.training.config import DEFAULTS
@@ -146,9 +146,10 @@ def test_compare_resumes_from_committed_files_without_redoing_a_step(runs, tmp_p
     held = options_doc(cfg)
     said.clear()
     other = options_doc(replace(cfg, tuning=replace(cfg.tuning, epochs=2)))
-    assert read_progress(run, other, said.append).records == {}
+    assert read_progress(run, read_results(run / "results.json"), other,
+                         said.append).records == {}
     assert "tuning.epochs (1 vs 2)" in said[0]
-    progress = read_progress(run, held)
+    progress = read_progress(run, read_results(run / "results.json"), held)
     unit = ("gm-program", 0, "contrastive", 0, "")
     key = progress.task_keys["gm-program"]
     assert progress.reuse(unit, key, ("knn",)) is not None

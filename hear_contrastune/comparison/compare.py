@@ -12,8 +12,7 @@ where it stopped. Before that, a step whose records results.json already holds, 
 options and this task content, with their predictions files, is not run at all
 (comparison.reuse): a folder holding only those small files (a checkout of a run made on
 another machine) resumes too. results.json is rewritten after every step run, marked finished
-at the end. Where everything
-goes is comparison.layout's business.
+at the end. Where everything goes is comparison.layout's business.
 
 The frozen encoder has no randomness of its own: it is embedded and probed once (seed 0).
 A k-fold task gets one tuned model per fold and method and seed, with heareval's roles (test
@@ -47,7 +46,7 @@ from hear_contrastune.comparison.layout import (
 )
 from hear_contrastune.comparison.options import CompareConfig, options_doc
 from hear_contrastune.comparison.report import write_report
-from hear_contrastune.comparison.results import Record, ResultsFile, write_results
+from hear_contrastune.comparison.results import Record, ResultsFile, read_results, write_results
 from hear_contrastune.comparison.reuse import Progress, Unit, read_progress, task_key
 from hear_contrastune.data.embeddings import fold_view, open_embedded_task, read_split
 from hear_contrastune.data.hear_format import HearFolder, fold_roles
@@ -132,13 +131,21 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
     check_every_run(cfg, tasks)
     with exclusive(run):
         options = options_doc(cfg)
-        progress = read_progress(run, options, say)
+        before = read_results(run / RESULTS_FILE) if (run / RESULTS_FILE).is_file() else None
+        progress = read_progress(run, before, options, say)
         steps = plan(cfg, tasks)
-        keys = {s.task.name: task_key(s.task) for s in steps}
+        by_name = {s.task.name: s.task for s in steps}
+        keys = {name: task_key(task) for name, task in by_name.items()}
         records = run_all(cfg, run, steps, progress, keys, device, workers, say,
                           save=lambda recs: write_results(
                               run / RESULTS_FILE, ResultsFile(recs, options, keys, False)))
-        write_results(run / RESULTS_FILE, ResultsFile(records, options, keys, True))
+        results = ResultsFile(records, options, keys, True)
+        if results == before and (run / "report.md").is_file():
+            # a checkout's report was drawn with the models and embeddings it lacks
+            say("nothing changed since the report was written: kept (`contrastune report RUN "
+                "--out DIR` draws it again)")
+            return records
+        write_results(run / RESULTS_FILE, results)
         report_md, report_html = write_report(run)
     say(f"report: {report_md}  {report_html}")
     return records

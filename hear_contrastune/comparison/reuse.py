@@ -24,7 +24,7 @@ from typing import Any
 
 from hear_contrastune.comparison.layout import HEAD, RESULTS_FILE, score_key
 from hear_contrastune.comparison.options import first_difference
-from hear_contrastune.comparison.results import Record, read_results
+from hear_contrastune.comparison.results import Record, ResultsFile
 from hear_contrastune.data.task import Task
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.predictions import read_predictions
@@ -86,20 +86,19 @@ class Progress:
         return kept
 
 
-def read_progress(run: Path, options: dict[str, Any],
+def read_progress(run: Path, held: ResultsFile | None, options: dict[str, Any],
                   say: Callable[[str], None] = lambda _: None) -> Progress:
-    """What RUN/results.json lets a compare with `options` (results.json's form) reuse; `say`
-    hears why nothing is, where results.json exists but cannot serve."""
-    path = Path(run) / RESULTS_FILE
-    if not path.is_file():
+    """What RUN/results.json (`held`, None where there is none) lets a compare with `options`
+    (results.json's form) reuse; `say` hears why nothing is, where it cannot serve."""
+    if held is None:
         return Progress(run)
-    held = read_results(path)
     if not held.options:
-        say(f"{path}: records no options (an older compare): nothing reused from it")
+        say(f"{run / RESULTS_FILE}: records no options (an older compare): nothing reused "
+            "from it")
         return Progress(run)
     diff = first_difference(held.options, options)
     if diff:
-        say(f"{path}: nothing reused from it, its run had other options: {diff}")
+        say(f"{run / RESULTS_FILE}: nothing reused from it, its run had other options: {diff}")
         return Progress(run)
     records: dict[Unit, list[Record]] = {}
     for r in held.records:

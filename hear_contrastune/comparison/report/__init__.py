@@ -95,9 +95,9 @@ def build_report(run: Run, plot_dir: Path) -> list[Block]:
         Paragraph(f"{len(tasks)} task{'s' * (len(tasks) != 1)} ({', '.join(tasks) or 'none'}); "
                   f"methods {', '.join(methods) or 'none'}; seeds "
                   f"{', '.join(map(str, seeds)) or 'none'}."),
-        *([Paragraph(f"Merged from {len(run.sources)} compare runs (`contrastune report`), "
-                     "which agree on every option that changes results:"), Bullets(run.runs)]
-          if run.runs else []),
+        *([Paragraph(f"Merged from {len(run.runs)} compare run{'s' * (len(run.runs) != 1)} "
+                     "(`contrastune report`), which agree on every option that changes "
+                     "results:"), Bullets(run.runs)] if run.runs else []),
         *verdict_blocks(run.records, run.path),
         Heading(2, "Probe scores"),
         Paragraph("Each task's primary test score (higher is better), mean ± sample std over "
