@@ -365,7 +365,9 @@ def compare(ctx: click.Context, tasks_dir: Path, out: Path, seeds: int, shots_li
             grid: str, probes: str, methods: str, folds: str, search_trials: int, workers: int,
             device: str | None, **tuning) -> None:
     """Frozen vs fine-tuning (vanilla and LP-FT) vs contrastive tuning under every probe, with a
-    report that opens with a verdict (paired intervals over seeds and test clips)."""
+    report that opens with a verdict (paired intervals over seeds and test clips). A rerun
+    resumes: a step whose records OUT/results.json holds for the same options and task
+    contents is reused (its predictions files suffice: models and embeddings may be gone)."""
     from hear_contrastune.comparison.compare import compare as run_compare
     from hear_contrastune.comparison.report.tables import summary_table
 

@@ -18,7 +18,8 @@ from hear_contrastune.comparison.compare import CompareConfig, compare
 from hear_contrastune.comparison.options import options_doc
 from hear_contrastune.comparison.report import write_merged_report
 from hear_contrastune.comparison.results import load_results, read_results
-from hear_contrastune.comparison.reuse import read_progress
+from hear_contrastune.comparison.reuse import read_progress, task_key
+from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.training.config import DEFAULTS
 
@@ -103,6 +104,8 @@ def test_report_refuses_what_cannot_be_merged_in_one_line(runs, tmp_path):
     for run, edit, message in cases:
         with pytest.raises(UserError, match=message):
             write_merged_report([run, edited(run, tmp_path, edit)], out)
+    with pytest.raises(UserError, match="given twice"):
+        write_merged_report([a, b, a], out)
     for bad_out in (a, a / "sub", runs["both"]):  # an input, inside one, another run
         with pytest.raises(UserError, match="--out"):
             write_merged_report([a, b], bad_out)
@@ -164,3 +167,43 @@ def test_compare_resumes_from_committed_files_without_redoing_a_step(runs, tmp_p
     assert "== gm-program / frozen-seed0" in said
     assert [r.score for r in again] == [r.score for r in records if r.method != "finetune"]
     assert not (run / "models").exists()
+
+
+def test_a_run_cut_short_resumes_elsewhere_from_its_committed_files(runs, tmp_path):
+    """results.json is rewritten after every step: a run stopped before its last step,
+    carried over as committed files only, runs just that step, and gives the same records as
+    the run that was never stopped."""
+    cfg = CompareConfig(tasks_dir=runs["tasks"] / "gm-program", **CFG)
+
+    def stop_at_contrastive(line: str) -> None:
+        if line == "== gm-program / contrastive-seed0":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compare(cfg, tmp_path / "cut", device="cpu", workers=0, say=stop_at_contrastive)
+    doc = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert doc["finished"] is False
+    assert {r["method"] for r in doc["records"]} == {"frozen", "finetune"}
+    with pytest.raises(UserError, match="has not finished"):
+        write_merged_report([tmp_path / "cut"], tmp_path / "report")
+
+    run = checkout(tmp_path / "cut", tmp_path / "checkout")
+    said: list[str] = []
+    records = compare(cfg, run, device="cpu", workers=0, say=said.append)
+    assert [line for line in said if line.startswith("==")] == [
+        "== gm-program / contrastive-seed0"]
+    assert [p.name for p in (run / "models" / "gm-program").iterdir()] == ["contrastive-seed0"]
+    assert records == load_results(runs["gm-program"] / "results.json")
+
+
+def test_task_key_is_the_same_for_a_rebuilt_task_and_changes_with_its_audio(tmp_path):
+    """A task rebuilt elsewhere (new paths, new mtimes) keeps its key, so a checkout's
+    records are reused there; one changed audio sample does not."""
+    a = load_task(eval_tasks.build("gm-program", tmp_path / "a", size="small"))
+    b_dir = eval_tasks.build("gm-program", tmp_path / "b", size="small")
+    assert task_key(a) == task_key(load_task(b_dir))
+    assert a.content_key() != load_task(b_dir).content_key()  # the tuning run's key: mtimes
+    wav = b_dir / "16000" / "train" / load_task(b_dir).examples("train")[0][0]
+    data = wav.read_bytes()
+    wav.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert task_key(a) != task_key(load_task(b_dir))

@@ -142,6 +142,9 @@ def merge_runs(run_dirs: list[Path], out: Path) -> Run:
     runs whose options differ in one that changes results (comparison.options), a task whose
     content differs between runs, and a record two runs hold with different scores (the same
     record, e.g. the frozen encoder's in two runs of one task, is taken once)."""
+    for i, d in enumerate(run_dirs):
+        if any(d.resolve() == e.resolve() for e in run_dirs[:i]):
+            raise UserError(f"{d}: given twice")
     held = [finished_results(d) for d in run_dirs]
     for d, h in zip(run_dirs[1:], held[1:], strict=True):
         diff = first_difference(held[0].options, h.options)
@@ -149,22 +152,21 @@ def merge_runs(run_dirs: list[Path], out: Path) -> Run:
             raise UserError(f"{d}: ran with other options than {run_dirs[0]}: {diff}; only "
                             f"runs that differ in {', '.join(SELECTION)} can be merged")
     keys: dict[str, tuple[str, Path]] = {}
-    chosen: dict[tuple[str, int, str, int, str, str], tuple[Record, Path]] = {}
+    chosen: dict[tuple[str, int, str, int, str, str], tuple[Record, int]] = {}
     records, embeddings, models, runs = [], [], [], []
-    for d, h in zip(run_dirs, held, strict=True):
+    for i, (d, h) in enumerate(zip(run_dirs, held, strict=True)):
         for task, key in h.task_keys.items():
             if keys.setdefault(task, (key, d))[0] != key:
                 raise UserError(f"{d}: task {task!r} has other contents than in "
                                 f"{keys[task][1]}; their results cannot be merged")
         for r in h.records:
-            first = chosen.setdefault((r.task, r.shots, r.method, r.seed, r.fold, r.probe),
-                                      (r, d))
-            if first[1] != d:
-                if not (same(first[0].score, r.score)
-                        and same(first[0].valid_score, r.valid_score)):
+            first, j = chosen.setdefault((r.task, r.shots, r.method, r.seed, r.fold, r.probe),
+                                         (r, i))
+            if j != i:
+                if not (same(first.score, r.score) and same(first.valid_score, r.valid_score)):
                     raise UserError(f"{d}: task {r.task!r}, method {r.method!r}, seed "
                                     f"{r.seed}, fold {r.fold!r}, shots {r.shots}, probe "
-                                    f"{r.probe!r} scored otherwise in {first[1]}")
+                                    f"{r.probe!r} scored otherwise in {run_dirs[j]}")
                 continue
             records.append(r if not r.predictions else replace(
                 r, predictions=os.path.relpath((d / r.predictions).resolve(), out.resolve())))
@@ -174,6 +176,8 @@ def merge_runs(run_dirs: list[Path], out: Path) -> Run:
         runs.append(f"{d}: {selection_text(h.records)}")
     return Run(out, records, embeddings, models, [], result_options(held[0].options),
                list(run_dirs), runs)
+
+
 def same(a: float, b: float) -> bool:
     """Two scores are the same result (NaN, no score, equals NaN)."""
     return a == b or (math.isnan(a) and math.isnan(b))
