@@ -159,14 +159,19 @@ def test_compare_resumes_from_committed_files_without_redoing_a_step(runs, tmp_p
     assert progress.reuse(unit, "sha256:other", ("knn",)) is None
     assert progress.reuse(unit, key, ("knn", "logistic")) is None  # a probe not run yet
 
-    # a step whose predictions file is gone runs again (here the frozen encoder's, cheap)
-    for npz in (run / "embeddings" / "frozen-seed0").rglob("*.npz"):
+    # a step whose predictions file is gone runs again (here the frozen encoder's, cheap), in
+    # a folder that kept the embeddings' model file but not the embeddings: embedded again
+    frozen = run / "embeddings" / "frozen-seed0" / "gm-program"
+    for npz in frozen.glob("*.npz"):
         npz.unlink()
+    shutil.copy2(runs["gm-program"] / frozen.relative_to(run) / "embedding-model.json", frozen)
     said.clear()
     again = compare(fewer, run, device="cpu", workers=0, say=said.append)
     assert "== gm-program / frozen-seed0" in said
     assert [r.score for r in again] == [r.score for r in records if r.method != "finetune"]
     assert not (run / "models").exists()
+    assert json.loads((run / "results.json").read_text())["finished"] is True
+    assert (frozen / "train.embeddings.npy").is_file()
 
 
 def test_a_run_cut_short_resumes_elsewhere_from_its_committed_files(runs, tmp_path):

@@ -140,12 +140,12 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
                           save=lambda recs: write_results(
                               run / RESULTS_FILE, ResultsFile(recs, options, keys, False)))
         results = ResultsFile(records, options, keys, True)
+        write_results(run / RESULTS_FILE, results)  # finished (a step run saved it unfinished)
         if results == before and (run / "report.md").is_file():
             # a checkout's report was drawn with the models and embeddings it lacks
             say("nothing changed since the report was written: kept (`contrastune report RUN "
                 "--out DIR` draws it again)")
             return records
-        write_results(run / RESULTS_FILE, results)
         report_md, report_html = write_report(run)
     say(f"report: {report_md}  {report_html}")
     return records
