@@ -173,6 +173,14 @@ def test_compare_resumes_from_committed_files_without_redoing_a_step(runs, tmp_p
     assert json.loads((run / "results.json").read_text())["finished"] is True
     assert (frozen / "train.embeddings.npy").is_file()
 
+    # a damaged results.json is compare's own output: said, and the steps run again
+    (run / "results.json").write_text("{not json")
+    said.clear()
+    frozen_only = compare(replace(cfg, methods=("frozen",)), run, device="cpu", workers=0,
+                          say=said.append)
+    assert "not valid JSON" in said[0] and "== gm-program / frozen-seed0" in said
+    assert frozen_only == [r for r in records if r.method == "frozen"]
+
 
 def test_a_run_cut_short_resumes_elsewhere_from_its_committed_files(runs, tmp_path):
     """results.json is rewritten after every step: a run stopped before its last step,

@@ -131,7 +131,12 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
     check_every_run(cfg, tasks)
     with exclusive(run):
         options = options_doc(cfg)
-        before = read_results(run / RESULTS_FILE) if (run / RESULTS_FILE).is_file() else None
+        before = None
+        if (run / RESULTS_FILE).is_file():
+            try:
+                before = read_results(run / RESULTS_FILE)
+            except UserError as e:  # compare's own output, damaged: computed again
+                say(f"{e}: nothing reused from it")
         progress = read_progress(run, before, options, say)
         steps = plan(cfg, tasks)
         by_name = {s.task.name: s.task for s in steps}
