@@ -230,10 +230,11 @@ def run_all(cfg: CompareConfig, run: Path, steps: list[Step], progress: Progress
     frozen: dict[Path, Path] = {}  # task -> its frozen embeddings, for every fold, seed, shots
     tunings: dict[tuple[Path, str], TuneConfig] = {}
     for i, step in enumerate(steps):
-        done[i] = progress.reuse(step.unit, keys[step.task.name], probes_of(cfg, step))
-        if done[i] is not None:
+        kept = progress.reuse(step.unit, keys[step.task.name], probes_of(cfg, step))
+        if kept is not None:
             say(f"reused from results.json: {step.task.name} / {step.label} "
-                f"({', '.join(r.probe for r in done[i] or [])})")
+                f"({', '.join(r.probe for r in kept)})")
+            done[i] = kept
             continue
         if step.method == "frozen" and step.task_dir not in frozen:
             say(f"== {step.task.name} / {run_label('frozen', 0)}")
