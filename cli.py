@@ -33,6 +33,7 @@ from hear_contrastune.cli_options import (
 from hear_contrastune.comparison import quickstart as quickstart_preset
 from hear_contrastune.comparison.compare import CompareConfig
 from hear_contrastune.comparison.layout import DEFAULT_PROBES, METHODS, PROBES
+from hear_contrastune.comparison.options import SELECTION
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
 from hear_contrastune.probes.knn_search import DEFAULT_TEMPERATURE, METRICS, WEIGHTINGS
@@ -364,7 +365,9 @@ def compare(ctx: click.Context, tasks_dir: Path, out: Path, seeds: int, shots_li
             grid: str, probes: str, methods: str, folds: str, search_trials: int, workers: int,
             device: str | None, **tuning) -> None:
     """Frozen vs fine-tuning (vanilla and LP-FT) vs contrastive tuning under every probe, with a
-    report that opens with a verdict (paired intervals over seeds and test clips)."""
+    report that opens with a verdict (paired intervals over seeds and test clips). A rerun
+    resumes: a step whose records OUT/results.json holds for the same options and task
+    contents is reused (its predictions files suffice: models and embeddings may be gone)."""
     from hear_contrastune.comparison.compare import compare as run_compare
     from hear_contrastune.comparison.report.tables import summary_table
 
@@ -378,6 +381,26 @@ def compare(ctx: click.Context, tasks_dir: Path, out: Path, seeds: int, shots_li
                             == click.core.ParameterSource.COMMANDLINE))
     records = run_compare(cfg, out, device, workers, say=click.echo)
     click.echo(summary_table(records))
+
+
+@main.command(epilog="May differ between the runs (they choose which records exist): "
+               + ", ".join(f"--{o.replace('_', '-')}" for o in SELECTION if o != "tasks_dir")
+               + ", and the tasks. Must match (they change the scores): every other compare "
+               "option, the tuning's (--backbone, --epochs, --lr, ...), --grid and --search "
+               "(and, with --search, which tuning options were given); a task in several "
+               "runs must have the same contents.")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Report folder: gets report.md, index.html, plots/ and paired/ (a cache). "
+                   "It may hold the runs in subfolders, not be inside one.")
+def report(runs: tuple[Path, ...], out: Path) -> None:
+    """One comparison report, verdict first, from several finished `compare` runs (RUNS):
+    their results.json and per-clip predictions, e.g. one run per task. Runs whose options
+    differ in one that changes results are refused, naming it."""
+    from hear_contrastune.comparison.report import write_merged_report
+
+    md, page = write_merged_report(list(runs), out)
+    click.echo(f"report: {md}  {page}")
 
 
 @main.command()

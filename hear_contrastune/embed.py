@@ -98,7 +98,9 @@ def embed_task(model: HearModel, model_id: str, key: str, task_dir: Path, out_di
     dest = out_dir / task_dir.name
     wanted = {"model_key": key, "task_key": task.content_key()}
     held = read_json_or_none(dest / MODEL_FILE)
-    if isinstance(held, dict) and {k: held.get(k) for k in wanted} == wanted:
+    # a folder whose bulk files were dropped (a checkout of a compare run) is embedded again
+    whole = all((dest / f"{split}.embeddings.npy").is_file() for split in task.splits)
+    if isinstance(held, dict) and {k: held.get(k) for k in wanted} == wanted and whole:
         return dest
     if held is not None:
         log.info("%s: the task or the model changed since it was embedded; embedding again",

@@ -8,8 +8,11 @@ own test score. With `shots`, all of it again per few-shot setting: each seed dr
 clips per class (data.shots), the same for every method, which trains and is probed on those
 alone (valid and test stay whole); the frozen encoder is then probed once per seed's draw.
 Every stage is skipped when its complete output exists, so a killed or repeated run resumes
-where it stopped, and results.json is rebuilt from those outputs each time. Where everything
-goes is comparison.layout's business.
+where it stopped. Before that, a step whose records results.json already holds, for these
+options and this task content, with their predictions files, is not run at all
+(comparison.reuse): a folder holding only those small files (a checkout of a run made on
+another machine) resumes too. results.json is rewritten after every step run, marked finished
+at the end. Where everything goes is comparison.layout's business.
 
 The frozen encoder has no randomness of its own: it is embedded and probed once (seed 0).
 A k-fold task gets one tuned model per fold and method and seed, with heareval's roles (test
@@ -18,21 +21,18 @@ its own model's embeddings, and the task's score is the mean over folds, as hear
 it. `folds` may pick a subset for a quick run; the report then says which folds it covers.
 """
 
-import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from hear_contrastune.comparison.layout import (
-    DEFAULT_PROBES,
     EMBEDDINGS_DIR,
     FOLDS_DIR,
     HEAD,
-    METHODS,
     MODELS_DIR,
     RESULTS_FILE,
     SEARCH_DIR,
@@ -44,8 +44,10 @@ from hear_contrastune.comparison.layout import (
     search_dir,
     shots_dir,
 )
+from hear_contrastune.comparison.options import CompareConfig, options_doc
 from hear_contrastune.comparison.report import write_report
-from hear_contrastune.comparison.results import Record, write_results
+from hear_contrastune.comparison.results import Record, ResultsFile, read_results, write_results
+from hear_contrastune.comparison.reuse import Progress, Unit, read_progress, task_key
 from hear_contrastune.data.embeddings import fold_view, open_embedded_task, read_split
 from hear_contrastune.data.hear_format import HearFolder, fold_roles
 from hear_contrastune.data.shots import shots_view
@@ -54,34 +56,15 @@ from hear_contrastune.embed import DEFAULT_WORKERS, embed_tasks, task_dirs
 from hear_contrastune.errors import UserError
 from hear_contrastune.lock import exclusive
 from hear_contrastune.outputs import check_output_dir
-from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, hear_probe, test_score, valid_score
+from hear_contrastune.probes.hear_mlp import hear_probe, test_score, valid_score
 from hear_contrastune.probes.knn import run_knn_probe
 from hear_contrastune.probes.linear import run_linear_probe
 from hear_contrastune.probes.logistic import run_logistic_probe
 from hear_contrastune.probes.protocol import label_matrix, score_all, score_functions
 from hear_contrastune.search import Search, run_search
-from hear_contrastune.training.config import CLASSIFIER_METHODS, DEFAULTS, TuneConfig
+from hear_contrastune.training.config import CLASSIFIER_METHODS, TuneConfig
 from hear_contrastune.training.loop import check_tuning, tune
 from hear_contrastune.training.objective import Classifier
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """What a comparison runs. `tuning` is every tuned run's configuration; each run replaces
-    its task, method and seed."""
-
-    tasks_dir: Path
-    tuning: TuneConfig = DEFAULTS
-    seeds: int = 3
-    grid: str = DEFAULT_GRID  # heareval's grid, for the HEAR and linear probes
-    probes: tuple[str, ...] = DEFAULT_PROBES
-    methods: tuple[str, ...] = METHODS
-    folds: tuple[str, ...] = ()  # k-fold tasks: the test folds to run (names or indices); all
-    shots: tuple[int, ...] = (0,)  # few-shot settings, train clips per class (0: all clips)
-    # trials of `contrastune search` per tuned method and task before its runs (0: none, the
-    # tuning as given); `search_fixed` names the tuning options the search must not vary
-    search: int = 0
-    search_fixed: tuple[str, ...] = ()
 
 
 def head_score(model_file: Path, emb_task_dir: Path) -> dict[str, float]:
@@ -147,9 +130,27 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
         check_output_dir(run / output, "--out", tasks)
     check_every_run(cfg, tasks)
     with exclusive(run):
-        records = run_all(cfg, run, tasks, device, workers, say)
-        write_results(run / RESULTS_FILE, records,
-                      json.loads(json.dumps(asdict(cfg), default=str)))
+        options = options_doc(cfg)
+        before = None
+        if (run / RESULTS_FILE).is_file():
+            try:
+                before = read_results(run / RESULTS_FILE)
+            except UserError as e:  # compare's own output, damaged: computed again
+                say(f"{e}: nothing reused from it")
+        progress = read_progress(run, before, options, say)
+        steps = plan(cfg, tasks)
+        by_name = {s.task.name: s.task for s in steps}
+        keys = {name: task_key(task) for name, task in by_name.items()}
+        records = run_all(cfg, run, steps, progress, keys, device, workers, say,
+                          save=lambda recs: write_results(
+                              run / RESULTS_FILE, ResultsFile(recs, options, keys, False)))
+        results = ResultsFile(records, options, keys, True)
+        write_results(run / RESULTS_FILE, results)  # finished (a step run saved it unfinished)
+        if results == before and (run / "report.md").is_file():
+            # a checkout's report was drawn with the models and embeddings it lacks
+            say("nothing changed since the report was written: kept (`contrastune report RUN "
+                "--out DIR` draws it again)")
+            return records
         report_md, report_html = write_report(run)
     say(f"report: {report_md}  {report_html}")
     return records
@@ -177,32 +178,79 @@ def check_every_run(cfg: CompareConfig, tasks: list[Path]) -> None:
                         raise UserError(f"{task_dir}{where}: {e}") from None
 
 
-def run_all(cfg: CompareConfig, run: Path, tasks: list[Path], device: str | None, workers: int,
-            say: Callable[[str], None]) -> list[Record]:
-    """Every stage of every task, each skipped when its output is complete; the records."""
-    records = []
+class Step(NamedTuple):
+    """One (task, shots, method, seed, fold): a tuned model (or the frozen encoder's view) and
+    its probes."""
+
+    task_dir: Path
+    task: Task
+    shots: int
+    method: str
+    seed: int
+    fold: str
+    n_folds: int
+
+    @property
+    def unit(self) -> Unit:
+        return self.task.name, self.shots, self.method, self.seed, self.fold
+
+    @property
+    def label(self) -> str:
+        return run_label(self.method, self.seed, self.fold, self.shots)
+
+
+def plan(cfg: CompareConfig, tasks: list[Path]) -> list[Step]:
+    """Every step of the comparison, in the order they run and results.json lists them."""
+    steps = []
     for task_dir in tasks:
         task = load_task(task_dir)
-        folds = chosen_folds(task, cfg.folds)
         n_folds = len(fold_roles(task)) if task.kfold else 0
-        frozen_dir = None  # one embedding serves every fold, seed and shots setting
-        tunings = {method: method_tuning(cfg, run, task_dir, method, folds[0], device, workers,
-                                         say)
-                   for method in cfg.methods if method != "frozen"}
         for shots in cfg.shots:
             for method in cfg.methods:
                 # the frozen encoder has no seed of its own; a few-shot draw has
                 for seed in range(1 if method == "frozen" and not shots else cfg.seeds):
-                    if method == "frozen" and frozen_dir is None:
-                        say(f"== {task.name} / {run_label(method, 0)}")
-                        frozen_dir = embed_tasks(cfg.tuning.backbone, task_dir,
-                                                 embeddings_root(run), run_label(method, 0),
-                                                 device, workers, replace=True)[0]
-                    for fold in folds:
-                        records += run_fold(cfg, run, task, task_dir, method, seed, fold, shots,
-                                            frozen_dir, n_folds, tunings.get(method), device,
-                                            workers, say)
-    return records
+                    steps += [Step(task_dir, task, shots, method, seed, fold, n_folds)
+                              for fold in chosen_folds(task, cfg.folds)]
+    return steps
+
+
+def probes_of(cfg: CompareConfig, step: Step) -> tuple[str, ...]:
+    """The scores a step records: each probe's, and a fine-tuned classifier's own."""
+    return (*cfg.probes, *([HEAD] if step.method in CLASSIFIER_METHODS else []))
+
+
+def run_all(cfg: CompareConfig, run: Path, steps: list[Step], progress: Progress,
+            keys: dict[str, str], device: str | None, workers: int,
+            say: Callable[[str], None],
+            save: Callable[[list[Record]], None]) -> list[Record]:
+    """Every step, reused from results.json when `progress` holds it (comparison.reuse), else
+    run with each stage skipped when its output is complete; `save` gets the records so far
+    (with the held ones of steps not reached yet) after each step run. The records."""
+    done: list[list[Record] | None] = [None] * len(steps)
+    frozen: dict[Path, Path] = {}  # task -> its frozen embeddings, for every fold, seed, shots
+    tunings: dict[tuple[Path, str], TuneConfig] = {}
+    for i, step in enumerate(steps):
+        kept = progress.reuse(step.unit, keys[step.task.name], probes_of(cfg, step))
+        if kept is not None:
+            say(f"reused from results.json: {step.task.name} / {step.label} "
+                f"({', '.join(r.probe for r in kept)})")
+            done[i] = kept
+            continue
+        if step.method == "frozen" and step.task_dir not in frozen:
+            say(f"== {step.task.name} / {run_label('frozen', 0)}")
+            frozen[step.task_dir] = embed_tasks(cfg.tuning.backbone, step.task_dir,
+                                                embeddings_root(run), run_label("frozen", 0),
+                                                device, workers, replace=True)[0]
+        if step.method != "frozen" and (step.task_dir, step.method) not in tunings:
+            tunings[step.task_dir, step.method] = method_tuning(
+                cfg, run, step.task_dir, step.method, chosen_folds(step.task, cfg.folds)[0],
+                device, workers, say)
+        done[i] = run_fold(cfg, run, step, frozen.get(step.task_dir),
+                           tunings.get((step.task_dir, step.method)), device, workers, say)
+        save([r for s, recs in zip(steps, done, strict=True)
+              for r in (recs if recs is not None
+                        else progress.held(s.unit, keys[s.task.name], probes_of(cfg, s)))])
+    return [r for recs in done for r in recs or []]
 
 
 def method_tuning(cfg: CompareConfig, run: Path, task_dir: Path, method: str, fold: str,
@@ -227,22 +275,22 @@ def method_tuning(cfg: CompareConfig, run: Path, task_dir: Path, method: str, fo
                    augment=base.augment)
 
 
-def run_fold(cfg: CompareConfig, run: Path, task: Task, task_dir: Path, method: str, seed: int,
-             fold: str, shots: int, frozen_dir: Path | None, n_folds: int,
+def run_fold(cfg: CompareConfig, run: Path, step: Step, frozen_dir: Path | None,
              tuning: TuneConfig | None, device: str | None, workers: int,
              say: Callable[[str], None]) -> list[Record]:
-    """One (method, seed, fold, shots): tune unless frozen (with `tuning`), embed, cut the
-    fold's and the few-shot draw's view, probe; its records."""
-    label = run_label(method, seed, fold, shots)
+    """One step: tune unless frozen (with `tuning`), embed, cut the fold's and the few-shot
+    draw's view, probe; its records."""
+    task_dir, method, seed, fold, shots = (step.task_dir, step.method, step.seed, step.fold,
+                                           step.shots)
     model, emb_dir = cfg.tuning.backbone, frozen_dir
     if method != "frozen":
-        say(f"== {task.name} / {label}")
+        say(f"== {step.task.name} / {step.label}")
         assert tuning is not None
         tune_cfg = replace(tuning, fold=fold, seed=seed, shots=shots)
         model = str(tune(tune_cfg, model_dir(run, task_dir.name, method, seed, fold, shots),
                          device, workers))
-        emb_dir = embed_tasks(model, task_dir, embeddings_root(run), label, device, workers,
-                              replace=True)[0]
+        emb_dir = embed_tasks(model, task_dir, embeddings_root(run), step.label, device,
+                              workers, replace=True)[0]
     assert emb_dir is not None
     # the frozen embedding's fold views serve every seed; a tuned model's are its own
     view_label = run_label(method, 0) if method == "frozen" else run_label(method, seed, "",
@@ -256,7 +304,7 @@ def run_fold(cfg: CompareConfig, run: Path, task: Task, task_dir: Path, method: 
     scores: dict[str, ProbeScore | float] = dict(probe(probe_dir, cfg.probes, cfg.grid))
     if method in CLASSIFIER_METHODS:
         scores[HEAD] = head_score(Path(model), probe_dir)["test_score"]
-    return [scored_record(task, method, seed, fold, n_folds, p, s, run, shots)
+    return [scored_record(step.task, method, seed, fold, step.n_folds, p, s, run, shots)
             for p, s in scores.items()]
 
 

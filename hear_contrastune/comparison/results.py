@@ -32,34 +32,50 @@ class Record:
     predictions: str = ""  # per-clip test predictions (.npz), relative to the run folder
 
 
-def write_results(path: Path, records: list[Record], options: dict[str, Any]) -> None:
-    """Write {"options": what the run was asked for, "records": [...]}, atomically."""
+@dataclass(frozen=True)
+class ResultsFile:
+    """What results.json holds besides its records: the options the run was asked for ({} in
+    a file written before they were recorded), each task's content key (comparison.reuse), and
+    whether the compare that wrote it finished (it is rewritten after every finished stage)."""
+
+    records: list[Record]
+    options: dict[str, Any]
+    task_keys: dict[str, str]
+    finished: bool
+
+
+def write_results(path: Path, results: ResultsFile) -> None:
+    """Write {"finished", "options", "task_keys", "records": [...]}, atomically."""
     rows = [{**asdict(r), "valid_score": r.valid_score if math.isfinite(r.valid_score)
-             else None} for r in records]  # JSON has no NaN: null, read back as math.nan
-    write_json(path, {"options": options, "records": rows})
+             else None} for r in results.records]  # JSON has no NaN: null, read as math.nan
+    write_json(path, {"finished": results.finished, "options": results.options,
+                      "task_keys": results.task_keys, "records": rows})
 
 
-def _read(path: Path) -> Any:
+def read_results(path: Path) -> ResultsFile:
+    """results.json; a malformed file is a one-line UserError (it is the report's main input,
+    and a silent skip would make a wrong table). A bare list of records (written before
+    results.json recorded the options) is read too, as a finished run's."""
     try:
-        return json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid JSON ({e})") from None
-
-
-def load_options(path: Path) -> dict[str, Any]:
-    """The options results.json records ({} for a file written before it recorded them)."""
-    raw = _read(path)
-    options = raw.get("options", {}) if isinstance(raw, dict) else {}
-    return options if isinstance(options, dict) else {}
+    doc = raw if isinstance(raw, dict) else {"records": raw}
+    options, keys = doc.get("options", {}), doc.get("task_keys", {})
+    return ResultsFile(parse_records(path, doc.get("records")),
+                       options if isinstance(options, dict) else {},
+                       {str(k): str(v) for k, v in keys.items()} if isinstance(keys, dict)
+                       else {},
+                       doc.get("finished", True) is True)
 
 
 def load_results(path: Path) -> list[Record]:
-    """results.json's records; a malformed file is a one-line UserError (it is the report's
-    main input, and a silent skip would make a wrong table). A bare list of records (written
-    before results.json recorded the options) is read too."""
-    raw = _read(path)
-    if isinstance(raw, dict):
-        raw = raw.get("records")
+    """results.json's records."""
+    return read_results(path).records
+
+
+def parse_records(path: Path, raw: Any) -> list[Record]:
+    """The records of results.json at `path`, each checked, none twice."""
     if not isinstance(raw, list):
         raise UserError(f"{path}: expected a JSON list of records")
     records, seen = [], set()

@@ -2,7 +2,8 @@
 and how tuning changed them.
 
 `write_report(run_dir)` reads what the run left (possibly only part of it) and writes
-RUN/report.md, RUN/index.html (opens from disk) and RUN/plots/*.png:
+RUN/report.md, RUN/index.html (opens from disk) and RUN/plots/*.png; `write_merged_report`
+writes the same into another folder from several finished runs (`contrastune report`):
 
 0. the verdict: contrastive tuning against the best fine-tuning variant (and every other
    comparison), per task and probe, with paired bootstrap intervals (comparison.paired);
@@ -22,7 +23,9 @@ import re
 from pathlib import Path
 
 from hear_contrastune.atomic import atomic_dir, write_text
-from hear_contrastune.comparison.layout import SEARCH_DIR, method_key
+from hear_contrastune.comparison.layout import RESULTS_FILE, SEARCH_DIR, method_key
+from hear_contrastune.comparison.options import flatten
+from hear_contrastune.comparison.paired import PAIRED_DIR
 from hear_contrastune.comparison.report.document import (
     Block,
     Bullets,
@@ -38,7 +41,13 @@ from hear_contrastune.comparison.report.geometry import (
     TSNE_PERPLEXITY,
     measure_embeddings,
 )
-from hear_contrastune.comparison.report.load import MAX_POINTS, Run, load_run, load_training
+from hear_contrastune.comparison.report.load import (
+    MAX_POINTS,
+    Run,
+    load_run,
+    load_training,
+    merge_runs,
+)
 from hear_contrastune.comparison.report.plots import (
     plot_knn_curves,
     plot_projections,
@@ -55,6 +64,11 @@ from hear_contrastune.comparison.report.tables import (
 )
 from hear_contrastune.comparison.report.verdict import verdict_blocks
 from hear_contrastune.comparison.results import Record
+from hear_contrastune.errors import UserError
+from hear_contrastune.lock import exclusive
+from hear_contrastune.outputs import check_output_dir, overlaps
+
+REPORT_FILES = ("report.md", "index.html", "plots", PAIRED_DIR)  # what a report writes
 
 
 def slug(name: str) -> str:
@@ -62,15 +76,9 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "task"
 
 
-def option_lines(options: dict, prefix: str = "") -> list[str]:
+def option_lines(options: dict) -> list[str]:
     """`name: value` per option, nested options (the tuning) flattened as tuning.name."""
-    lines = []
-    for name, value in options.items():
-        if isinstance(value, dict):
-            lines += option_lines(value, f"{prefix}{name}.")
-        else:
-            lines.append(f"{prefix}{name}: {json.dumps(value)}")
-    return lines
+    return [f"{name}: {json.dumps(value)}" for name, value in flatten(options).items()]
 
 
 def build_report(run: Run, plot_dir: Path) -> list[Block]:
@@ -87,6 +95,9 @@ def build_report(run: Run, plot_dir: Path) -> list[Block]:
         Paragraph(f"{len(tasks)} task{'s' * (len(tasks) != 1)} ({', '.join(tasks) or 'none'}); "
                   f"methods {', '.join(methods) or 'none'}; seeds "
                   f"{', '.join(map(str, seeds)) or 'none'}."),
+        *([Paragraph(f"Merged from {len(run.runs)} compare run{'s' * (len(run.runs) != 1)} "
+                     "(`contrastune report`), which agree on every option that changes "
+                     "results:"), Bullets(run.runs)] if run.runs else []),
         *verdict_blocks(run.records, run.path),
         Heading(2, "Probe scores"),
         Paragraph("Each task's primary test score (higher is better), mean ± sample std over "
@@ -152,10 +163,12 @@ def build_report(run: Run, plot_dir: Path) -> list[Block]:
             plot_training(by_method, task, plot_dir / name)
             blocks.append(Plot(f"plots/{name}", f"{task}: loss and validation score per "
                                 "epoch of each tuned method; one line style per seed."))
-    blocks += search_blocks(run.path)
+    blocks += search_blocks(run.sources)
     if run.options:
         blocks += [Heading(2, "Options"),
-                   Paragraph("What `compare` was asked for (results.json's options): every "
+                   Paragraph("What every merged run's `compare` was asked for, of the options "
+                             "that change results (results.json's options)." if run.runs else
+                             "What `compare` was asked for (results.json's options): every "
                              "stage above was computed, or reused from disk, for these."),
                    Bullets(option_lines(run.options))]
     if run.notes:
@@ -163,10 +176,10 @@ def build_report(run: Run, plot_dir: Path) -> list[Block]:
     return blocks
 
 
-def search_blocks(run_dir: Path) -> list[Block]:
+def search_blocks(run_dirs: list[Path]) -> list[Block]:
     """`compare --search`: what each method's search found and what it cost, so a reader sees
     that every method had the same budget."""
-    found = sorted(run_dir.glob(f"{SEARCH_DIR}/*/*/best.json"))
+    found = sorted(p for d in run_dirs for p in d.glob(f"{SEARCH_DIR}/*/*/best.json"))
     if not found:
         return []
     rows, params = [], []
@@ -209,13 +222,36 @@ def shots_blocks(records: list[Record], plot_dir: Path) -> list[Block]:
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
     """Write RUN/report.md, RUN/index.html and RUN/plots/ for a compare run; returns the two
-    pages. The plots folder is replaced whole and each page renamed into place, so a killed
-    report leaves the previous one intact."""
-    run_dir = Path(run_dir)
-    run = load_run(run_dir)
-    with atomic_dir(run_dir / "plots") as plot_dir:
+    pages."""
+    return render(load_run(Path(run_dir)))
+
+
+def write_merged_report(run_dirs: list[Path], out: Path) -> tuple[Path, Path]:
+    """One report in OUT of several finished compare runs (load.merge_runs says which may be
+    merged); returns its two pages. Nothing is written unless every run can be merged, and
+    nothing it writes (OUT/report.md, index.html, plots/, paired/) may overlap a run read:
+    OUT may hold the runs in subfolders, as docs/suite-verdict/ holds one run per task."""
+    run_dirs, out = [Path(d) for d in run_dirs], Path(out)
+    check_output_dir(out, "--out")
+    for name in REPORT_FILES:
+        for run_dir in run_dirs:
+            if overlaps(out / name, run_dir):
+                raise UserError(f"--out {out}: its {name} would overlap the input {run_dir}; "
+                                "choose an output outside it")
+    if (out / RESULTS_FILE).exists():
+        raise UserError(f"--out {out}: holds a compare run, whose own report this would "
+                        "replace; choose another folder")
+    run = merge_runs(run_dirs, out)
+    with exclusive(out):
+        return render(run)
+
+
+def render(run: Run) -> tuple[Path, Path]:
+    """Write run.path/report.md, index.html and plots/. The plots folder is replaced whole and
+    each page renamed into place, so a killed report leaves the previous one intact."""
+    with atomic_dir(run.path / "plots") as plot_dir:
         blocks = build_report(run, plot_dir)
-    md, page = run_dir / "report.md", run_dir / "index.html"
+    md, page = run.path / "report.md", run.path / "index.html"
     write_text(md, markdown(blocks))
-    write_text(page, html_page(blocks, f"contrastune report: {run_dir.name}"))
+    write_text(page, html_page(blocks, f"contrastune report: {run.path.name}"))
     return md, page

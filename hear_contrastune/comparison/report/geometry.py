@@ -166,7 +166,7 @@ def measure_embeddings(run: Run) -> dict[str, TaskEmbeddings]:
             task = open_embedded_task(folder.path)
             x, y, n = test_points(task)
         except UserError as e:
-            run.notes.append(f"skipped {folder.path.relative_to(run.path)}: {e}")
+            run.notes.append(f"skipped {run.show(folder.path)}: {e}")
             continue
         summary = tasks.setdefault(folder.task, TaskEmbeddings(task.vocabulary, task.multilabel, n))
         summary.geometry.setdefault(folder.method, []).append(geometry(x, y, task.multilabel))
@@ -179,10 +179,10 @@ def measure_embeddings(run: Run) -> dict[str, TaskEmbeddings]:
             try:
                 summary.knn_metric, curve = knn_curve(knn_file)
             except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-                run.notes.append(f"unreadable {knn_file.relative_to(run.path)} "
+                run.notes.append(f"unreadable {run.show(knn_file)} "
                                  f"({type(e).__name__}: {e})")
             else:
                 summary.knn_curves.setdefault(folder.method, []).append(curve)
         else:
-            run.notes.append(f"no kNN probe output in {folder.path.relative_to(run.path)}")
+            run.notes.append(f"no kNN probe output in {run.show(folder.path)}")
     return tasks

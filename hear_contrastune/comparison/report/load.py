@@ -1,9 +1,12 @@
-"""What the report reads from a comparison run folder (comparison.layout), and what it could
-not read: a partial run still gets a report, with what is missing listed under "Notes"."""
+"""What the report reads from a comparison run folder (comparison.layout), or from several
+(`contrastune report`), and what it could not read: a partial run still gets a report, with
+what is missing listed under "Notes"."""
 
 import json
+import math
+import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +18,10 @@ from hear_contrastune.comparison.layout import (
     embeddings_root,
     method_key,
     parse_run_label,
+    score_key,
 )
-from hear_contrastune.comparison.results import Record, load_options, load_results
+from hear_contrastune.comparison.options import SELECTION, first_difference, result_options
+from hear_contrastune.comparison.results import Record, ResultsFile, read_results
 from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task, read_split
 from hear_contrastune.data.hear_format import is_hear_folder
 from hear_contrastune.errors import UserError
@@ -42,7 +47,9 @@ class RunFolder:
 
 @dataclass
 class Run:
-    """Everything the report reads from a run folder, and what it could not read."""
+    """Everything the report reads from one run folder or several (`sources`), and what it
+    could not read. `path` is where the report goes: the run folder itself, or a merged
+    report's folder; records' predictions paths are relative to it."""
 
     path: Path
     records: list[Record]
@@ -50,6 +57,12 @@ class Run:
     models: list[RunFolder]
     notes: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)  # what compare was asked for
+    sources: list[Path] = field(default_factory=list)  # the compare run folders read
+    runs: list[str] = field(default_factory=list)  # a merged report: what each source holds
+
+    def show(self, path: Path) -> str:
+        """A path as the report's notes name it: relative to the report's folder."""
+        return os.path.relpath(path, self.path)
 
 
 def find_embeddings(run_dir: Path) -> list[RunFolder]:
@@ -99,14 +112,86 @@ def load_run(run_dir: Path) -> Run:
         raise UserError(f"{run_dir}: not a directory")
     notes = []
     results = run_dir / RESULTS_FILE
-    records = load_results(results) if results.is_file() else []
-    options = load_options(results) if results.is_file() else {}
-    if not records:
+    held = read_results(results) if results.is_file() else ResultsFile([], {}, {}, True)
+    if not held.records:
         notes.append("results.json is missing or empty: no probe scores to show.")
     embeddings = find_embeddings(run_dir)
     task_names = {e.task_folder: e.task for e in embeddings}
     models = find_models(run_dir / MODELS_DIR, task_names)
-    return Run(run_dir, records, embeddings, models, notes, options)
+    return Run(run_dir, held.records, embeddings, models, notes, held.options, [run_dir])
+
+
+def finished_results(run_dir: Path) -> ResultsFile:
+    """A run folder's results.json, which a merged report takes only from a finished compare
+    that recorded its options (without them, nothing says whether its results may be mixed)."""
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no {RESULTS_FILE}; not a compare run folder")
+    held = read_results(path)
+    if not held.finished:
+        raise UserError(f"{path}: its compare has not finished; rerun the same compare to "
+                        "finish it first")
+    if not held.options:
+        raise UserError(f"{path}: records no options (an older compare); cannot tell whether "
+                        "its results may be merged")
+    return held
+
+
+def merge_runs(run_dirs: list[Path], out: Path) -> Run:
+    """One Run of several finished compare runs, for a report in `out`. Refused, in one line:
+    runs whose options differ in one that changes results (comparison.options), a task whose
+    content differs between runs, and a record two runs hold with different scores (the same
+    record, e.g. the frozen encoder's in two runs of one task, is taken once)."""
+    for i, d in enumerate(run_dirs):
+        if any(d.resolve() == e.resolve() for e in run_dirs[:i]):
+            raise UserError(f"{d}: given twice")
+    held = [finished_results(d) for d in run_dirs]
+    for d, h in zip(run_dirs[1:], held[1:], strict=True):
+        diff = first_difference(held[0].options, h.options)
+        if diff:
+            raise UserError(f"{d}: ran with other options than {run_dirs[0]}: {diff}; only "
+                            f"runs that differ in {', '.join(SELECTION)} can be merged")
+    keys: dict[str, tuple[str, Path]] = {}
+    chosen: dict[tuple[str, int, str, int, str, str], tuple[Record, int]] = {}
+    records, embeddings, models, runs = [], [], [], []
+    for i, (d, h) in enumerate(zip(run_dirs, held, strict=True)):
+        for task, key in h.task_keys.items():
+            if keys.setdefault(task, (key, d))[0] != key:
+                raise UserError(f"{d}: task {task!r} has other contents than in "
+                                f"{keys[task][1]}; their results cannot be merged")
+        for r in h.records:
+            first, j = chosen.setdefault((r.task, r.shots, r.method, r.seed, r.fold, r.probe),
+                                         (r, i))
+            if j != i:
+                if not (same(first.score, r.score) and same(first.valid_score, r.valid_score)):
+                    raise UserError(f"{d}: task {r.task!r}, method {r.method!r}, seed "
+                                    f"{r.seed}, fold {r.fold!r}, shots {r.shots}, probe "
+                                    f"{r.probe!r} scored otherwise in {run_dirs[j]}")
+                continue
+            records.append(r if not r.predictions else replace(
+                r, predictions=os.path.relpath((d / r.predictions).resolve(), out.resolve())))
+        found = find_embeddings(d)
+        embeddings += found
+        models += find_models(d / MODELS_DIR, {e.task_folder: e.task for e in found})
+        runs.append(f"{d}: {selection_text(h.records)}")
+    return Run(out, records, embeddings, models, [], result_options(held[0].options),
+               list(run_dirs), runs)
+
+
+def same(a: float, b: float) -> bool:
+    """Two scores are the same result (NaN, no score, equals NaN)."""
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def selection_text(records: list[Record]) -> str:
+    """Which tasks, methods, seeds and probes a run's records cover, for a merged report."""
+    def listed(values: set) -> str:
+        return ", ".join(map(str, sorted(values))) or "none"
+
+    methods = sorted({r.method for r in records}, key=method_key)
+    return (f"tasks {listed({r.task for r in records})}; methods {', '.join(methods)}; "
+            f"seeds {listed({r.seed for r in records})}; "
+            f"probes {', '.join(sorted({r.probe for r in records}, key=score_key))}")
 
 
 def test_points(task: EmbeddedTask) -> tuple[np.ndarray, np.ndarray, int]:
@@ -171,7 +256,7 @@ def load_training(run: Run) -> dict[str, dict[str, list[TrainingLog]]]:
                                                      f.fold)):
         epochs = read_csv(folder.path / "epochs.csv")
         if "epoch" not in epochs:
-            run.notes.append(f"no epochs logged in {folder.path.relative_to(run.path)}")
+            run.notes.append(f"no epochs logged in {run.show(folder.path)}")
             continue
         steps_file = folder.path / "steps.csv"
         steps = read_csv(steps_file) if steps_file.is_file() else {}
