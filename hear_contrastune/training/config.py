@@ -68,6 +68,11 @@ class TuneConfig:
     # or the best of the valid curve "smoothed" by a centred 3-epoch moving average. "best"
     # until a study (benchmarks/tuning_study.py) measures otherwise
     select: str = "best"
+    # stop once the selection score (the one --select chooses by) has not improved for this many
+    # epochs; the learning-rate schedule still spans --epochs, so a stopped run's epochs are
+    # those of the full run, and its kept epoch is the full run's unless that came later.
+    # 0: never stop early (the behaviour before the option).
+    patience: int = 0
     # contrastive only: a cross-batch memory of this many recent (global) embeddings, each view
     # one, extends every anchor's negatives beyond its batch (training.losses); 0: off
     xbm_size: int = 0
