@@ -48,7 +48,7 @@ from hear_contrastune.data.hear_format import roles_for_fold
 from hear_contrastune.data.loading import ClipDataset
 from hear_contrastune.data.task import load_task
 from hear_contrastune.data.views import random_view
-from hear_contrastune.training.config import DEFAULTS, TuneConfig
+from hear_contrastune.training.config import TuneConfig
 from hear_contrastune.training.loop import tune
 from hear_contrastune.training.run_log import read_csv
 from hear_contrastune.training.selection import choose_epoch, stop_epoch
