@@ -129,13 +129,14 @@ def precision_table(views: torch.Tensor, reps: int) -> list[tuple[str, str, floa
 
 
 def profile_epoch(cfg: TuneConfig, out: Path) -> dict[str, float]:
-    """Seconds per label over one profiled epoch (select: per evaluation), and the epoch's."""
+    """Seconds per label over one profiled epoch, the epoch's, and the selection after it
+    (epoch 0's, which also reads every clip's header once, is left out)."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         tune(replace(cfg, epochs=1), out, device="cpu", workers=0)
     events = {e.key: e for e in prof.key_averages()}
     seconds = {name: events[key].cpu_time_total / 1e6 if key in events else 0.0
                for name, key in LABELS.items()}
-    seconds["select"] = events["select"].cpu_time_total / 1e6 / events["select"].count
+    seconds["select"] = [e for e in prof.events() if e.name == "select"][-1].cpu_time_total / 1e6
     seconds["epoch"] = float(read_csv(out / "epochs.csv")["seconds"][1])
     return seconds
 
@@ -196,10 +197,10 @@ def limit_and_loop(cfg: TuneConfig, epochs: int, reps: int, tmp: Path) -> None:
     print(f"\nwhere one profiled epoch's {seconds['epoch']:.1f} s of training go "
           "(torch.profiler; the profiler's own overhead included):")
     for name in LABELS:
-        print(f"  {name:10s} {seconds[name]:7.2f} s  {seconds[name] / seconds['epoch']:6.1%}")
+        print(f"  {name:10s} {seconds[name]:8.3f} s  {seconds[name] / seconds['epoch']:6.1%}")
     rest = seconds["epoch"] - sum(seconds[name] for name in LABELS)
-    print(f"  {'unlabelled':10s} {rest:7.2f} s  {rest / seconds['epoch']:6.1%}")
-    print(f"  select     {seconds['select']:7.2f} s per evaluation "
+    print(f"  {'unlabelled':10s} {rest:8.3f} s  {rest / seconds['epoch']:6.1%}")
+    print(f"  select     {seconds['select']:8.3f} s after the epoch "
           f"({seconds['select'] / (seconds['select'] + seconds['epoch']):.1%} of train + select)")
 
     threads = torch.get_num_threads()
@@ -246,7 +247,8 @@ def compare_runs(cfg: TuneConfig, epochs: int, seeds: list[int], tmp: Path) -> N
 
 def replay_patience(folders: tuple[Path, ...]) -> None:
     """Per patience, how many finished runs would have kept another epoch, and epochs saved."""
-    logs = sorted({p for folder in folders for p in folder.rglob("epochs.csv")})
+    logs = sorted({p for folder in folders for p in folder.rglob("epochs.csv")
+                   if (p.parent / "done.json").exists()})  # finished runs only
     runs = {}
     for path in logs:
         with open(path.parent / "config.json") as f:

@@ -448,7 +448,13 @@ def open_run(out: Path, cfg: TuneConfig, task_key: str) -> None:
 
 
 def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
-    """The autocast dtype for --precision; mixed precision is a CUDA feature here."""
+    """The autocast dtype for --precision; mixed precision is a CUDA feature here.
+
+    Not on the CPU, though its AVX-512 BF16 would run it: bf16 autocast was measured slower than
+    fp32 for backbone forward + backward of every family on the 2-core CPU
+    (benchmarks/bench_tune.py, benchmarks/results/bench_tune.txt: Resemblyzer's LSTM, CREPE
+    tiny's convolutions, tiny wav2vec2 and AST transformers), nowhere near the 1.3x that would
+    pay for checking its valid kNN."""
     if precision == "fp32":
         return None
     if precision not in PRECISIONS:
