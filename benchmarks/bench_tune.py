@@ -15,7 +15,9 @@ else in the loop. Against it, in the same process and at the same threads:
     tests/test_backbones_hf.py builds them), and 1 against 2 torch threads for the limit.
 
 The limit is measured before and after the epochs; both are printed, since on a shared machine
-they differ, and the fraction is taken against their mean.
+they differ, and the fraction is taken against their mean. On a machine whose load changes
+between those measurements that fraction is noise; the profile's own fraction (forward +
+backward over the same epoch's wall time) is measured within one epoch and is not.
 
     python benchmarks/bench_tune.py                       # minutes: gm-program (full build)
     python benchmarks/bench_tune.py --end-to-end          # 30-epoch runs: old vs new defaults
@@ -200,6 +202,9 @@ def limit_and_loop(cfg: TuneConfig, epochs: int, reps: int, tmp: Path) -> None:
         print(f"  {name:10s} {seconds[name]:8.3f} s  {seconds[name] / seconds['epoch']:6.1%}")
     rest = seconds["epoch"] - sum(seconds[name] for name in LABELS)
     print(f"  {'unlabelled':10s} {rest:8.3f} s  {rest / seconds['epoch']:6.1%}")
+    inside = (seconds["forward"] + seconds["backward"]) / seconds["epoch"]
+    print(f"LOOP FRACTION by the profile (forward + backward of backbone and head, over the same "
+          f"epoch's wall time; robust to a load that changes between measurements): {inside:.2f}")
     print(f"  select     {seconds['select']:8.3f} s after the epoch "
           f"({seconds['select'] / (seconds['select'] + seconds['epoch']):.1%} of train + select)")
 
