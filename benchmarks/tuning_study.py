@@ -184,7 +184,8 @@ def main(out: Path, task_names: str, seeds: int, size: str, epochs: int, config_
             for method in METHODS:
                 base = TuneConfig(task_dir=str(task_dir), fold=folds[name][0], backbone=backbone,
                                   method=method, epochs=epochs, seed=seed,
-                                  **SIZE_OPTIONS[size]).resolved()
+                                  # whole curves: each rule (and patience) is replayed on them
+                                  patience=0, **SIZE_OPTIONS[size]).resolved()
                 configs = configurations(base)
                 unknown = wanted - set(configs) - {"half-epochs"}  # dropped when epochs is 1
                 if unknown:
