@@ -9,13 +9,16 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 import eval_tasks
 from eval_tasks import importer
 from hear_contrastune.cli_options import (
+    CONFIG,
     CONTRASTIVE,
     DEVICE,
     GRID,
@@ -34,9 +37,11 @@ from hear_contrastune.errors import UserError
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
 from hear_contrastune.probes.knn_search import DEFAULT_TEMPERATURE, METRICS, WEIGHTINGS
 from hear_contrastune.training.config import DEFAULTS as D
+from hear_contrastune.training.config import METHODS as TUNED_METHODS
 from hear_contrastune.training.config import (
     TuneConfig,
 )
+from hear_contrastune.training.search_space import space_help
 
 # A write that failed for want of room (a full disk, a quota, `ulimit -f`): the user's to fix.
 OUT_OF_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -112,17 +117,26 @@ def tasks_build(names: tuple[str, ...], build_all: bool, out: Path, size: str, s
 def backbones() -> None:
     """List the backbones available here."""
     from hear_contrastune.backbones import BACKBONES, PREFIXES
+    from hear_contrastune.backbones.hf import FAMILIES
 
     for name, (_, description) in BACKBONES.items():
         click.echo(f"{name:26s} {description}")
-    for _, usage, description in PREFIXES.values():
+    for prefix, (_, usage, description) in PREFIXES.items():
         click.echo(f"{usage:26s} {description}")
+        if prefix == "hf:":
+            for family, rate, needs in FAMILIES:
+                click.echo(f"  {family:25s} {rate}; {needs}")
 
 
 def run_training(method: str, task_dir: Path, out: Path, device: str | None, workers: int,
                  **options) -> None:
     from hear_contrastune.training.loop import tune
 
+    searched_for, config_file = click.get_current_context().meta.get("config_method",
+                                                                      (None, None))
+    if searched_for not in (None, method):
+        raise UserError(f"--config {config_file}: a configuration for {searched_for}, not "
+                        f"{method}")
     cfg = TuneConfig(task_dir=str(task_dir), method=method, **options)
     best = tune(cfg, out, device, workers)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
@@ -130,14 +144,14 @@ def run_training(method: str, task_dir: Path, out: Path, device: str | None, wor
 
 
 @main.command()
-@with_options(*RUN, SHOTS, *tuning_options(D), *CONTRASTIVE, WORKERS, DEVICE)
+@with_options(CONFIG, *RUN, SHOTS, *tuning_options(D), *CONTRASTIVE, WORKERS, DEVICE)
 def tune(**options) -> None:
     """Contrastively tune a backbone on a task; keeps the best epoch as OUT/best.pt."""
     run_training("contrastive", **options)
 
 
 @main.command()
-@with_options(*RUN, SHOTS, *tuning_options(D), WORKERS, DEVICE)
+@with_options(CONFIG, *RUN, SHOTS, *tuning_options(D), WORKERS, DEVICE)
 @click.option("--lp-ft", is_flag=True,
               help="LP-FT (Kumar et al. 2022): fit the classifier as a linear probe on the "
                    "frozen encoder first, then fine-tune everything from it (head at 1x --lr).")
@@ -145,6 +159,37 @@ def finetune(lp_ft: bool, **options) -> None:
     """Vanilla fine-tuning baseline: backbone + linear classifier, cross-entropy (BCE for
     multilabel), with tune's data, views, optimiser and model selection."""
     run_training("lpft" if lp_ft else "finetune", **options)
+
+
+@main.command(epilog="Searched, unless given: " + space_help() + ".")
+@with_options(*RUN, SHOTS, *tuning_options(D), *CONTRASTIVE, WORKERS, DEVICE)
+@click.option("--method", default="contrastive", show_default=True,
+              type=click.Choice(TUNED_METHODS))
+@click.option("--trials", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Trials to finish (completed or pruned), counted over every process that "
+                   "joins the study; a later command with more continues it.")
+@click.pass_context
+def search(ctx: click.Context, method: str, trials: int, out: Path, workers: int,
+           device: str | None, **options) -> None:
+    """Search tuning hyperparameters on valid (Optuna: seeded TPE, successive-halving pruning
+    on each epoch's valid score). Options given here are fixed; the rest of the space is
+    searched. Run the same command in more processes to share the work; rerun it after a kill
+    to resume. OUT gets trials/NNNN/ (run folders), trials.csv, best.json (for `tune --config`)
+    and search.png."""
+    from hear_contrastune.search import Search, run_search
+
+    fixed = {k: v for k, v in options.items()
+             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
+             and k not in ("task_dir", "fold", "seed", "shots")}
+    base = TuneConfig(method=method, **{k: v for k, v in options.items()})
+    best = run_search(Search(replace(base, task_dir=str(options["task_dir"])), fixed, out,
+                             trials), device, workers, say=tqdm.write)
+    if best:
+        click.echo(f"best: trial {best['trial']}, valid {best['valid_score']:.4f}: "
+                   + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in best["params"].items()))
+        click.echo(f"tune with it: contrastune {'tune' if method == 'contrastive' else 'finetune'}"
+                   f" --config {out / 'best.json'} ...")
 
 
 @main.command()
@@ -307,10 +352,17 @@ def shots_setting(value: str) -> tuple[int, ...]:
 @click.option("--folds", default="",
               help="k-fold tasks: comma-separated test folds to run (names like fold00, or "
                    "indices) for a quick run; default all. The report marks a subset.")
+@click.option("--search", "search_trials", default=0, show_default=True,
+              type=click.IntRange(min=0),
+              help="Give every tuned method N trials of `contrastune search` on each task (on "
+                   "valid; k-fold: the first fold's roles) and train its seeds with what it "
+                   "found; tuning options given here stay fixed. 0: no search.")
 @WORKERS
 @DEVICE
-def compare(tasks_dir: Path, out: Path, seeds: int, shots_list: str, grid: str, probes: str,
-            methods: str, folds: str, workers: int, device: str | None, **tuning) -> None:
+@click.pass_context
+def compare(ctx: click.Context, tasks_dir: Path, out: Path, seeds: int, shots_list: str,
+            grid: str, probes: str, methods: str, folds: str, search_trials: int, workers: int,
+            device: str | None, **tuning) -> None:
     """Frozen vs fine-tuning (vanilla and LP-FT) vs contrastive tuning under every probe, with a
     report that opens with a verdict (paired intervals over seeds and test clips)."""
     from hear_contrastune.comparison.compare import compare as run_compare
@@ -320,7 +372,10 @@ def compare(tasks_dir: Path, out: Path, seeds: int, shots_list: str, grid: str, 
                         probes=subset("probes", probes, PROBES),
                         methods=subset("methods", methods, METHODS),
                         folds=tuple(f.strip() for f in folds.split(",") if f.strip()),
-                        shots=shots_setting(shots_list))
+                        shots=shots_setting(shots_list), search=search_trials,
+                        search_fixed=tuple(
+                            k for k in tuning if ctx.get_parameter_source(k)
+                            == click.core.ParameterSource.COMMANDLINE))
     records = run_compare(cfg, out, device, workers, say=click.echo)
     click.echo(summary_table(records))
 

@@ -1,224 +1,133 @@
-"""Tuning study on valid splits only: contrastive tuning and fine-tuning, each with the same
-search budget, on every task of the eval_tasks suite.
+"""The tuning study, on valid splits only: `contrastune search` for every tuned method on every
+task of the eval_tasks suite, with the same budget each, and the defaults it points to.
 
-Each method gets the same configurations: its defaults (TuneConfig, HEAD_LR_SCALE) and one
-factor changed at a time (backbone learning rate /3 or x3, i.e. 1e-5 or 9e-5 around 3e-5; head
-learning rate /10 or x10 around the method's own; backbone gradient clipping off; a linear
-warm-up over 10% of the epochs; temperature 0.05 or 0.2 around 0.1; half the epochs), each run
-for the same epochs and seeds. One factor at a time shows each factor's effect around defaults
-that are known to work, not their interactions. The selection rule (best, last, smoothed) is
-applied to every run's valid curve afterwards with `choose_epoch`, the function `tune` selects
-with: a rule changes which epoch is kept, never the training, so one run serves all three.
+Each (task, method) gets `--trials` trials of the same search (hear_contrastune.search: seeded
+TPE, successive-halving pruning on each epoch's valid score, the same space and seed for every
+method). k-fold tasks are searched on one fold's roles (fold00: valid fold01, train the rest).
+No test split is read. A task is one chunk: its searches run one after another, then their
+small outputs (search.json, study.journal, trials.csv, best.json, search.png; never the trial
+folders, which hold checkpoints) are copied to KEEP/<task>/<method>/ for committing, and
+KEEP/summary.md is rewritten from every finished task:
 
-k-fold tasks use one fold's roles (fold00: train on folds 02-04, valid fold01); the table says
-so. Test splits are never read: `tune` trains on train and scores valid. A rule's score is the
-valid kNN of the epoch it kept, on the valid split it kept it by: "best" takes the maximum of a
-noisy curve and so is optimistic by construction, most of all on small valid splits; read the
-rules' columns with that in mind (the seed spread and the chosen epochs say more).
+- per task and method: the best valid score, the trials (pruned), the epochs trained, the
+  minutes, and the configuration;
+- per method, the suggested default of each parameter: the median over tasks of each task's
+  best value (the geometric median's stand-in, the median of the logs, for log-scale
+  parameters; the most frequent choice for categorical ones). Each task's best configuration is
+  a noisy estimate; the median across tasks is what holds up on several at once.
 
-    python benchmarks/tuning_study.py --out runs/tuning-study            # hours: every task
-    python benchmarks/tuning_study.py --out /tmp/ts --size small --epochs 1 --seeds 1 \\
-        --tasks gm-program,gm-phrase-5fold --configs defaults,warmup       # a minute
+    python benchmarks/tuning_study.py --out runs/tuning-study --keep docs/tuning-study
+    python benchmarks/tuning_study.py --out /tmp/ts --keep /tmp/ts-keep --size small \\
+        --epochs 2 --trials 3 --tasks gm-program                          # a minute or two
 
-Resumable: every run lives in OUT/runs/<task>/<method>/<config>-seed<k>, and `tune` skips a
-finished run and resumes a killed one. OUT/runs.csv has one row per (task, method,
-configuration, rule, seed); OUT/summary.csv and OUT/table.md the mean ± std over seeds.
+Resumable: the searches live in OUT/search/<task>/<method>/ and resume where they stopped;
+a task whose KEEP folder is complete (best.json of every method, for this many trials) is
+skipped.
 """
 
-import csv
-import io
+import json
 import logging
 import math
-from dataclasses import replace
+import shutil
+import statistics
 from pathlib import Path
 
 import click
-import numpy as np
-import torch
 
 import eval_tasks
 from hear_contrastune.atomic import write_text
-from hear_contrastune.data.hear_format import fold_roles
 from hear_contrastune.data.task import load_task
 from hear_contrastune.embed import DEFAULT_WORKERS
-from hear_contrastune.training.config import (
-    DEFAULTS,
-    METHODS,
-    SELECT_RULES,
-    TuneConfig,
-)
-from hear_contrastune.training.loop import tune
-from hear_contrastune.training.run_log import read_csv
-from hear_contrastune.training.selection import choose_epoch
+from hear_contrastune.search import Search, run_search
+from hear_contrastune.training.config import DEFAULTS, METHODS, TuneConfig
+from hear_contrastune.training.search_space import SPACE
 
-WARMUP_FRACTION = 0.1  # of the run's epochs
-# The small builds hold 12-36 training clips, fewer than one default batch.
-SIZE_OPTIONS = {"small": {"batch_size": 8, "m_per_class": 2}, "full": {}}
-HYPERPARAMETERS = ("backbone_lr", "head_lr", "grad_clip", "warmup_epochs", "temperature",
-                   "epochs")
+KEPT_FILES = ("search.json", "study.journal", "trials.csv", "best.json", "search.png")
 
 
-def configurations(base: TuneConfig) -> dict[str, TuneConfig]:
-    """One factor at a time around `base` (a resolved config of one method); the same names,
-    factors and steps for every method, so both get the same search budget. A change that gives
-    `base` again (half of 1 epoch) is left out, for every method alike."""
-    changes = {
-        "defaults": {},
-        "backbone-lr-div3": {"backbone_lr_scale": base.backbone_lr_scale / 3},
-        "backbone-lr-x3": {"backbone_lr_scale": base.backbone_lr_scale * 3},
-        "head-lr-div10": {"head_lr_scale": base.head_lr_scale / 10},
-        "head-lr-x10": {"head_lr_scale": base.head_lr_scale * 10},
-        "no-clip": {"grad_clip": 0.0},
-        "warmup": {"warmup_epochs": WARMUP_FRACTION * base.epochs},
-        "temperature-0.05": {"temperature": 0.05},
-        "temperature-0.2": {"temperature": 0.2},
-        "half-epochs": {"epochs": max(1, base.epochs // 2)},
-    }
-    configs: dict[str, TuneConfig] = {}
-    for name, change in changes.items():
-        cfg = replace(base, **change)
-        if name == "defaults" or cfg != base:
-            configs[name] = cfg
-    return configs
-
-
-def hyperparameters(cfg: TuneConfig) -> dict[str, float]:
-    return {"backbone_lr": cfg.lr * cfg.backbone_lr_scale, "head_lr": cfg.lr * cfg.head_lr_scale,
-            "grad_clip": cfg.grad_clip, "warmup_epochs": cfg.warmup_epochs,
-            "temperature": cfg.temperature, "epochs": cfg.epochs}
-
-
-def study_fold(task_dir: Path) -> tuple[str, str]:
-    """The fold a task is tuned on ("" for train/valid/test tasks) and a note saying which."""
+def study_task(name: str, out: Path, keep: Path, size: str, epochs: int, trials: int,
+               methods: tuple[str, ...], device: str | None) -> None:
+    """One chunk: every method's search on one task, then its small outputs copied to keep."""
+    task_dir = eval_tasks.build(name, out / "tasks", size=size)
     task = load_task(task_dir)
-    if not task.kfold:
-        return "", ""
-    roles = fold_roles(task)[0]
-    return roles["test"][0], (f"{task.name}: k-fold, {roles['test'][0]}'s roles only (train "
-                              f"{'+'.join(roles['train'])}, valid {roles['valid'][0]})")
+    fold = sorted(task.splits)[0] if task.kfold else ""
+    for method in methods:
+        if done(keep / name / method, trials):
+            continue
+        base = TuneConfig(task_dir=str(task_dir), fold=fold, method=method, epochs=epochs)
+        search_out = out / "search" / name / method
+        run_search(Search(base, {}, search_out, trials), device, DEFAULT_WORKERS,
+                   say=lambda line, m=method: click.echo(f"[{name} / {m}] {line}"))
+        target = keep / name / method
+        target.mkdir(parents=True, exist_ok=True)
+        for file in KEPT_FILES:
+            if (search_out / file).is_file():
+                shutil.copyfile(search_out / file, target / file)
 
 
-def rule_rows(run: Path) -> list[dict]:
-    """What each selection rule keeps of a finished run's valid curve."""
-    log = read_csv(run / "epochs.csv")
-    scores, head = log["valid_knn"].tolist(), log.get("valid_head")
-    rows = []
-    for rule in SELECT_RULES:
-        epoch, _ = choose_epoch(rule, scores, finished=True)
-        rows.append({"select": rule, "epoch": epoch, "valid_knn": scores[epoch],
-                     "valid_head": "" if head is None else head[epoch]})
-    return rows
+def done(folder: Path, trials: int) -> bool:
+    """Whether a (task, method) search is kept, with this many trials."""
+    best = folder / "best.json"
+    return best.is_file() and json.loads(best.read_text())["budget"]["trials"] >= trials
 
 
-def csv_text(rows: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+def summary(keep: Path, methods: tuple[str, ...]) -> str:
+    """The study's table and the defaults it suggests, from every kept best.json."""
+    bests = {(p.parent.parent.name, p.parent.name): json.loads(p.read_text())
+             for p in sorted(keep.glob("*/*/best.json"))}
+    lines = ["# Tuning study (valid splits only)", "",
+             "| task | method | best valid | trials (pruned) | epochs trained | minutes | "
+             "configuration |", "|---|---|---:|---:|---:|---:|---|"]
+    minutes = 0.0
+    for (task, method), doc in bests.items():
+        b = doc["budget"]
+        minutes += b["seconds"] / 60
+        params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                           for k, v in doc["params"].items())
+        lines.append(f"| {task} | {method} | {doc['valid_score']:.3f} | {b['trials']} "
+                     f"({b['pruned']}) | {b['epochs_trained']} | {b['seconds'] / 60:.1f} | "
+                     f"{params} |")
+    lines += ["", f"Trial time in all: {minutes / 60:.2f} h.", "",
+              "## Suggested defaults (median over tasks of each task's best)", ""]
+    for method in methods:
+        docs = [d for (_, m), d in bests.items() if m == method]
+        if not docs:
+            continue
+        lines.append(f"- {method} ({len(docs)} tasks): " + ", ".join(
+            f"{p.name} {median(p, [d['params'][p.name] for d in docs if p.name in d['params']])}"
+            for p in SPACE if any(p.name in d["params"] for d in docs)))
+    return "\n".join(lines) + "\n"
 
 
-def summarise(rows: list[dict]) -> list[dict]:
-    """Mean ± std over seeds of every (task, method, configuration, rule)."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["task"], row["method"], row["config"], row["select"]),
-                          []).append(row)
-    summary = []
-    for (task, method, config, rule), runs in groups.items():
-        values = np.array([r["valid_knn"] for r in runs])
-        summary.append({"task": task, "fold": runs[0]["fold"], "method": method,
-                        "config": config, **{h: runs[0][h] for h in HYPERPARAMETERS},
-                        "select": rule, "seeds": len(runs), "valid_knn_mean": values.mean(),
-                        "valid_knn_std": values.std(ddof=1) if len(runs) > 1 else math.nan,
-                        "epochs_chosen": " ".join(str(r["epoch"]) for r in runs)})
-    return summary
-
-
-def table(summary: list[dict]) -> str:
-    """One row per (task, method, configuration); the rules side by side."""
-    cells: dict[tuple, dict] = {}
-    for s in summary:
-        key = (s["task"], s["method"], s["config"])
-        cells.setdefault(key, {"s": s})[s["select"]] = (
-            f"{s['valid_knn_mean']:.3f}" + ("" if math.isnan(s["valid_knn_std"])
-                                            else f" ± {s['valid_knn_std']:.3f}")
-            + f" @{s['epochs_chosen'].replace(' ', ',')}")
-    lines = ["| task | method | configuration | backbone lr | head lr | clip | warm-up | τ | "
-             "epochs | " + " | ".join(SELECT_RULES) + " |",
-             "|---|---|---|---:|---:|---|---:|---:|---:|" + "---|" * len(SELECT_RULES)]
-    for (task, method, config), row in cells.items():
-        s = row["s"]
-        lines.append(f"| {task} | {method} | {config} | {s['backbone_lr']:.0e} | "
-                     f"{s['head_lr']:.0e} | {'on' if s['grad_clip'] else 'off'} | "
-                     f"{s['warmup_epochs']:g} | {s['temperature']:g} | {s['epochs']} | "
-                     + " | ".join(row.get(rule, "–") for rule in SELECT_RULES) + " |")
-    return "\n".join(lines)
+def median(param, values: list) -> str:
+    """The median of a parameter's per-task best values, on its own scale."""
+    if param.choices:
+        return str(statistics.mode(values))
+    if param.log:
+        return f"{math.exp(statistics.median(math.log(v) for v in values)):.3g}"
+    return f"{statistics.median(values):.3g}"
 
 
 @click.command()
-@click.option("--out", required=True, type=click.Path(path_type=Path))
-@click.option("--tasks", "task_names", default=",".join(eval_tasks.TASKS), show_default=True,
-              help="Comma-separated eval_tasks names.")
-@click.option("--seeds", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--size", default="full", show_default=True, type=click.Choice(eval_tasks.gm.SIZES),
-              help="Task size; small (with batches of 8) is for a smoke test.")
-@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=click.IntRange(min=1))
-@click.option("--configs", "config_names", default="",
-              help="Comma-separated configuration names to run, for both methods (default: all; "
-                   "'defaults,warmup' for a quick look).")
-@click.option("--backbone", default=DEFAULTS.backbone, show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Working folder: tasks and searches (checkpoints: do not commit).")
+@click.option("--keep", required=True, type=click.Path(path_type=Path),
+              help="Where each finished task's small outputs and summary.md go (commit these).")
+@click.option("--tasks", default=",".join(eval_tasks.TASKS), show_default=True)
+@click.option("--methods", default=",".join(METHODS), show_default=True)
+@click.option("--size", default="full", show_default=True, type=click.Choice(["small", "full"]))
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int)
+@click.option("--trials", default=12, show_default=True, type=int)
 @click.option("--device", default=None)
-@click.option("--workers", default=DEFAULT_WORKERS, show_default=True, type=click.IntRange(min=0))
-def main(out: Path, task_names: str, seeds: int, size: str, epochs: int, config_names: str,
-         backbone: str, device: str | None, workers: int) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    torch.set_flush_denormal(True)  # as the CLI does
-    names = [n.strip() for n in task_names.split(",") if n.strip()]
-    wanted = {n.strip() for n in config_names.split(",") if n.strip()}
-    task_dirs = {name: eval_tasks.build(name, out / f"tasks-{size}", size=size) for name in names}
-    folds = {name: study_fold(task_dir) for name, task_dir in task_dirs.items()}
-    plan = []
-    for seed in range(seeds):  # a killed study has every task's first seed before any second
-        for name, task_dir in task_dirs.items():
-            for method in METHODS:
-                base = TuneConfig(task_dir=str(task_dir), fold=folds[name][0], backbone=backbone,
-                                  method=method, epochs=epochs, seed=seed,
-                                  # whole curves: each rule (and patience) is replayed on them
-                                  patience=0, **SIZE_OPTIONS[size]).resolved()
-                configs = configurations(base)
-                unknown = wanted - set(configs) - {"half-epochs"}  # dropped when epochs is 1
-                if unknown:
-                    raise click.BadParameter(f"{', '.join(sorted(unknown))}: choose from "
-                                             f"{', '.join(configs)}", param_hint="--configs")
-                plan += [(name, method, config, cfg) for config, cfg in configs.items()
-                         if not wanted or config in wanted]
-    per_method = {m: sum(p[1] == m for p in plan) for m in METHODS}
-    click.echo(f"search budget per method: {per_method} runs ({len(names)} tasks x {seeds} "
-               f"seeds x configurations), {epochs} epochs each (half-epochs: {epochs // 2 or 1})")
-    rows = []
-    for i, (name, method, config, cfg) in enumerate(plan, 1):
-        run = out / "runs" / name / method / f"{config}-seed{cfg.seed}"
-        tune(cfg, run, device, workers)
-        for rule in rule_rows(run):
-            rows.append({"task": name, "fold": cfg.fold, "method": method, "config": config,
-                         **hyperparameters(cfg), "seed": cfg.seed, **rule, "run": str(run)})
-        best = next(r for r in rows[-len(SELECT_RULES):] if r["select"] == "best")
-        click.echo(f"[{i}/{len(plan)}] {name} {method} {config} seed {cfg.seed}: best valid kNN "
-                   f"{best['valid_knn']:.4f} (epoch {best['epoch']})")
-    summary = summarise(rows)
-    write_text(out / "runs.csv", csv_text(rows))
-    write_text(out / "summary.csv", csv_text(summary))
-    notes = [note for _, note in folds.values() if note]
-    base = plan[0][3]
-    header = [f"Valid splits only ({size} tasks, {backbone}, {seeds} seed(s), {epochs} epochs, "
-              f"batch {base.batch_size}, {base.m_per_class} clips per class): valid kNN of the "
-              "epoch each rule keeps, mean ± std over seeds @ the epochs chosen. 'best' is "
-              "optimistic by construction (the maximum of a noisy curve).", *notes, ""]
-    text = "\n".join(header) + "\n" + table(summary) + "\n"
-    write_text(out / "table.md", text)
-    click.echo(text)
-    click.echo(f"wrote {out / 'table.md'}, {out / 'summary.csv'}, {out / 'runs.csv'}")
+def main(out: Path, keep: Path, tasks: str, methods: str, size: str, epochs: int, trials: int,
+         device: str | None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    chosen = tuple(m for m in methods.split(",") if m)
+    for name in (t for t in tasks.split(",") if t):
+        study_task(name, out, keep, size, epochs, trials, chosen, device)
+        write_text(keep / "summary.md", summary(keep, chosen))
+        click.echo(f"{name}: kept in {keep / name}")
+    click.echo((keep / "summary.md").read_text())
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from eval_tasks.sources import (
     scan_folder,
 )
 from eval_tasks.splits import deal_round_robin, split_counts, stratify_multilabel
+from hear_contrastune.data.hear_format import vocabulary_problem
 from hear_contrastune.errors import UserError
 
 VERSION = "import-v1"
@@ -290,6 +291,9 @@ def import_task(
     if not files:
         raise UserError(f"{source}: no audio files found")
     multilabel = any(len(f.labels) > 1 for f in files)  # as listed, before anything is skipped
+    problem = vocabulary_problem(sorted({label for f in files for label in f.labels}))
+    if problem:
+        raise UserError(f"{source}: {problem}; rename it")
 
     # Pass 1: headers only, for the median length; pass 2: decode what will be kept.
     lengths: dict[int, float] = {}

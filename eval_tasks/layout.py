@@ -36,9 +36,8 @@ from tqdm.auto import tqdm
 
 from eval_tasks.soundfont import SAMPLE_RATE, Note, Phrase, Renderer
 from hear_contrastune.atomic import atomic_dir
+from hear_contrastune.data.hear_format import vocabulary_csv, vocabulary_problem
 
-# Characters that would need CSV quoting, which heareval's `idx,label` readers do not expect.
-FORBIDDEN_LABEL_CHARS = ',"\n\r'
 # Clips handed to the render threads at a time, so finished audio never piles up in memory.
 RENDER_CHUNK = 64
 # Threads for renderers that wait on a subprocess or a decoder (espeak-ng, imported files).
@@ -169,9 +168,9 @@ def _validate(plan: TaskPlan) -> None:
     vocab = set(plan.vocabulary)
     if len(vocab) != len(plan.vocabulary):
         raise ValueError(f"{plan.name}: duplicate labels in the vocabulary")
-    for label in plan.vocabulary:
-        if not label or any(ch in label for ch in FORBIDDEN_LABEL_CHARS):
-            raise ValueError(f"{plan.name}: label {label!r} cannot go in labelvocabulary.csv")
+    problem = vocabulary_problem(plan.vocabulary)
+    if problem:
+        raise ValueError(f"{plan.name}: {problem}")
     varlen = plan.metadata["sample_duration"] is None
     seen: set[tuple[str, str]] = set()
     for c in plan.clips:
@@ -255,8 +254,7 @@ def write_task(task_dir: Path, plan: TaskPlan) -> Path:
             sf.write(str(path), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
         for name, text in plan.extra_files:
             (tmp / name).write_text(text)
-        rows = "".join(f"{i},{label}\n" for i, label in enumerate(plan.vocabulary))
-        (tmp / "labelvocabulary.csv").write_text("idx,label\n" + rows)
+        (tmp / "labelvocabulary.csv").write_text(vocabulary_csv(plan.vocabulary))
         for split, files in split_files(plan).items():
             text = json.dumps(dict(sorted(files.items())), indent=2)
             (tmp / f"{split}.json").write_text(text + "\n")

@@ -12,7 +12,7 @@ import numpy as np
 import soundfile as sf
 
 from eval_tasks.check import SILENCE_PEAK
-from eval_tasks.layout import FORBIDDEN_LABEL_CHARS, to_task_rate
+from eval_tasks.layout import to_task_rate
 from eval_tasks.soundfont import SAMPLE_RATE
 from hear_contrastune.errors import UserError
 
@@ -29,12 +29,6 @@ class SourceFile:
     path: Path
     labels: tuple[str, ...]
     shown: str  # relative to SOURCE (or the CSV's folder) where possible
-
-
-def check_label(label: str, where: str) -> str:
-    if any(ch in label for ch in FORBIDDEN_LABEL_CHARS):
-        raise UserError(f"{where}: label {label!r} contains a comma, quote or line break")
-    return label
 
 
 def shown_path(path: Path, root: Path) -> str:
@@ -54,7 +48,7 @@ def scan_folder(source: Path) -> tuple[list[SourceFile], list[tuple[str, str]]]:
         elif entry.name.startswith("."):
             skipped.append((entry.name + "/", "hidden folder, not a class"))
         elif entry.is_dir():
-            label = check_label(entry.name.strip(), str(entry))
+            label = entry.name.strip()
             for path in sorted(p for p in entry.rglob("*") if p.is_file()):
                 files.append(SourceFile(path, (label,), shown_path(path, source)))
     return files, skipped
@@ -86,8 +80,6 @@ def scan_csv(source: Path) -> tuple[list[SourceFile], list[tuple[str, str]]]:
         )
         if not name or not labels:
             raise UserError(f"{source}:{line}: needs a path and at least one label")
-        for label in labels:
-            check_label(label, f"{source}:{line}")
         path = Path(name) if Path(name).is_absolute() else root / name
         key = path.resolve()
         if key in seen:

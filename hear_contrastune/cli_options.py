@@ -2,17 +2,23 @@
 configuration dataclasses (training.config.TuneConfig, the probes' and importer's constants),
 so `contrastune`'s commands and the library cannot disagree on a default."""
 
+import json
 from collections.abc import Callable
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import click
 
 from eval_tasks import importer
+from hear_contrastune.data.hear_format import read_json
 from hear_contrastune.embed import DEFAULT_WORKERS
+from hear_contrastune.errors import UserError
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
 from hear_contrastune.training.config import (
+    BATCH_SIZE,
     CONTRASTIVE_LOSSES,
     HEAD_LR_SCALE,
+    M_PER_CLASS,
     PRECISIONS,
     SELECT_RULES,
     VARIABLE_CLIP_SECONDS,
@@ -44,11 +50,15 @@ def tuning_options(d: TuneConfig) -> tuple[Callable, ...]:
     return (
         click.option("--backbone", default=d.backbone, show_default=True),
         click.option("--epochs", default=d.epochs, show_default=True, type=click.IntRange(min=1)),
-        click.option("--batch-size", default=d.batch_size, show_default=True,
-                     type=click.IntRange(min=2)),
-        click.option("--m-per-class", default=d.m_per_class, show_default=True,
-                     type=click.IntRange(min=2),
-                     help="Clips per class (per label for multilabel) in each batch."),
+        click.option("--batch-size", default=d.batch_size, type=click.IntRange(min=2),
+                     help=f"Clips per batch (default: fitted to the task: {BATCH_SIZE}, or "
+                          "every class in each batch when the task has fewer classes than "
+                          "that holds, and never more than its train clips; the log says "
+                          "what was chosen)."),
+        click.option("--m-per-class", default=d.m_per_class, type=click.IntRange(min=2),
+                     help=f"Clips per class (per label for multilabel) in each batch "
+                          f"(default: {M_PER_CLASS}, raised so that every class fits when the "
+                          "task has few; a class with fewer clips repeats them in new views)."),
         click.option("--lr", default=d.lr, show_default=True,
                      type=click.FloatRange(min=0, min_open=True)),
         click.option("--weight-decay", default=d.weight_decay, show_default=True,
@@ -160,3 +170,37 @@ class Duration(click.ParamType):
         if not seconds > 0:
             self.fail(f"{value!r}: expected seconds > 0 or 'none'", param, ctx)
         return seconds
+
+
+def load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """--config FILE: a search's best.json (or any JSON of TuneConfig fields) becomes the
+    defaults of this command's options; options given on the command line still win."""
+    if value is None:
+        return
+    doc = read_json(Path(value))
+    config = doc.get("config", doc) if isinstance(doc, dict) else None
+    if not isinstance(config, dict):
+        raise UserError(f"--config {value}: expected a JSON object of tuning options")
+    method = doc.get("method")
+    commands = {"contrastive": "tune", "finetune": "finetune", "lpft": "finetune"}
+    if method in commands and commands[method] != ctx.info_name:
+        raise UserError(f"--config {value}: a configuration for {method}; use `contrastune "
+                        f"{commands[method]}`")
+    known = {f.name for f in fields(TuneConfig)}
+    options = {p.name for p in ctx.command.params}
+    defaults = json.loads(json.dumps(asdict(D)))  # as a JSON file holds them
+    for key, setting in config.items():
+        if key not in known:
+            raise UserError(f"--config {value}: {key!r} is not a tuning option")
+        if key not in options and setting != defaults[key]:
+            raise UserError(f"--config {value}: sets {key} = {setting!r}, which this command "
+                            "has no option for")
+    ctx.default_map = {**(ctx.default_map or {}),
+                       **{k: v for k, v in config.items() if k in options}}
+    ctx.meta["config_method"] = (method, value)
+
+
+CONFIG = click.option("--config", type=click.Path(path_type=Path), is_eager=True,
+                      expose_value=False, callback=load_config,
+                      help="A JSON file of tuning options, e.g. a search's best.json: its "
+                           "values become the defaults; options given here still win.")

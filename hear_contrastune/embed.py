@@ -26,6 +26,7 @@ from hear_contrastune.data.loading import ClipDataset, clip_batches, length_batc
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.hear_api import HearModel, get_scene_embeddings, load_model
+from hear_contrastune.lock import exclusive
 from hear_contrastune.outputs import check_output_dir
 
 MODEL_FILE = "embedding-model.json"
@@ -132,5 +133,8 @@ def embed_tasks(model: str, tasks_dir: Path, out: Path, name: str | None = None,
             raise UserError(f"{out_dir / d.name}: holds embeddings of another model "
                             f"({held.get('model')!r}), not {str(model)!r}; choose another "
                             "--name or --out")
+    for d in dirs:  # every task's split files checked before anything is written
+        load_task(d)
     hear_model = load_model(model).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return [embed_task(hear_model, str(model), key, d, out_dir, workers) for d in dirs]
+    with exclusive(out_dir):  # one process writes a model's embeddings folder at a time
+        return [embed_task(hear_model, str(model), key, d, out_dir, workers) for d in dirs]

@@ -7,6 +7,7 @@ through the encoder, call `model.backbone` directly.
 
 import os
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -36,10 +37,16 @@ def load_model(model_file_path: str | os.PathLike[str] = DEFAULT_BACKBONE) -> He
 PCM_SCALE = {torch.int16: 2.0**15, torch.int32: 2.0**31}
 
 
-def _chunks(audio: Tensor, model: HearModel) -> list[Tensor]:
+def _chunks(audio: Tensor | np.ndarray, model: HearModel) -> list[Tensor]:
     """The audio as float32 chunks on the model's device, checked as the HEAR API specifies:
-    [n_sounds, n_samples] of float audio in [-1, 1] (int16 / int32 PCM is scaled by its full
-    scale; other dtypes, zero-length clips and NaN or inf samples are refused)."""
+    [n_sounds, n_samples] of float audio in [-1, 1] (a numpy array is taken as torch takes it;
+    int16 / int32 PCM is scaled by its full scale; other dtypes and types, zero-length clips and
+    NaN or inf samples are refused)."""
+    if isinstance(audio, np.ndarray):
+        audio = torch.from_numpy(np.ascontiguousarray(audio))
+    if not isinstance(audio, Tensor):
+        raise TypeError(f"audio must be a torch.Tensor (or numpy array) [n_sounds, n_samples], "
+                        f"got {type(audio).__name__}")
     if audio.ndim != 2:
         raise ValueError(f"audio must be [n_sounds, n_samples], got shape {tuple(audio.shape)}")
     if audio.dtype in PCM_SCALE:
@@ -58,7 +65,7 @@ def _chunks(audio: Tensor, model: HearModel) -> list[Tensor]:
 
 
 @torch.no_grad()
-def get_scene_embeddings(audio: Tensor, model: HearModel) -> Tensor:
+def get_scene_embeddings(audio: Tensor | np.ndarray, model: HearModel) -> Tensor:
     """[n_sounds, n_samples] -> [n_sounds, scene_embedding_size] on the model's device."""
     model.eval()
     chunks = _chunks(audio, model)
@@ -68,12 +75,14 @@ def get_scene_embeddings(audio: Tensor, model: HearModel) -> Tensor:
 
 
 @torch.no_grad()
-def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, Tensor]:
+def get_timestamp_embeddings(audio: Tensor | np.ndarray, model: HearModel) -> tuple[Tensor, Tensor]:
     """[n_sounds, n_samples] -> ([n_sounds, n_frames, dim], ms timestamps [n_sounds, n_frames])."""
     model.eval()
     chunks = _chunks(audio, model)
-    if not chunks:
-        raise ValueError("audio holds no sounds: nothing to embed")
+    if not chunks:  # no sounds: no frames, as the scene API gives no embeddings
+        device = model.backbone.device
+        return (torch.empty(0, 0, model.timestamp_embedding_size, device=device),
+                torch.empty(0, 0, device=device))
     outs = [model.backbone.frames(chunk) for chunk in chunks]
     embeddings = torch.cat([emb for emb, _ in outs])
     times = outs[0][1].unsqueeze(0).expand(embeddings.shape[0], -1).contiguous()

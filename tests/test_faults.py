@@ -259,3 +259,201 @@ def test_wav_written_as_float_with_nan_is_not_embedded(task, tmp_path):
     result = contrastune("embed", "--model", "resemblyzer", "--tasks-dir", str(task),
                          "--out", str(tmp_path / "e"))
     one_line_error(result, "NaN or inf")
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` and its bytes: to show that a command changed no input."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def tone_folder(root: Path, classes: int, per_class: int) -> Path:
+    """A folder of class folders of 1 s tones (a pitch per class, a random timbre per clip):
+    the `tasks import` input of a small task with that many classes."""
+    rng = np.random.default_rng(classes)
+    t = np.arange(16000) / 16000
+    for c in range(classes):
+        (root / f"c{c:02d}").mkdir(parents=True)
+        for k in range(per_class):
+            f0 = 150 * 2 ** (c / 4)
+            tone = sum(rng.uniform(0.2, 1) * np.sin(2 * np.pi * f0 * h * t) / h
+                       for h in (1, 2, 3))
+            clip = 0.3 * tone * np.exp(-rng.uniform(1, 4) * t) + 0.01 * rng.standard_normal(t.size)
+            sf.write(str(root / f"c{c:02d}" / f"n{k}.wav"), clip.astype(np.float32), 16000)
+    return root
+
+
+@pytest.fixture(scope="module")
+def few_class_tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Imported tasks of 4, 10 and 15 classes (7 clips each: 5 train, 1 valid, 1 test)."""
+    tasks = tmp_path_factory.mktemp("few-class")
+    for classes in (4, 10, 15):
+        source = tone_folder(tmp_path_factory.mktemp("src") / "src", classes, 7)
+        result = contrastune("tasks", "import", str(source), "--out", str(tasks),
+                             "--name", f"tones{classes}")
+        assert result.returncode == 0, result.stderr[-2000:]
+    return tasks
+
+
+def test_compare_defaults_fit_the_batch_to_every_task(few_class_tasks, tmp_path):
+    """Default batch options on 4-, 10- and 15-class tasks: compare runs, each run's log says
+    how its batches were made; explicit options that cannot work stop it before any stage."""
+    run = tmp_path / "run"
+    result = contrastune("compare", "--tasks-dir", str(few_class_tasks), "--out", str(run),
+                         "--epochs", "1", "--seeds", "1", "--methods", "contrastive",
+                         "--probes", "knn", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for note in ("batches of 20 clips: 5 from each of the 4 classes",
+                 "batches of 50 clips: 5 from each of the 10 classes",
+                 "batches of 60 clips: 4 from each of the 15 classes"):
+        assert note in result.stderr, note
+    records = json.loads((run / "results.json").read_text())["records"]
+    assert {r["task"] for r in records} == {"tones4", "tones10", "tones15"}
+    before = snapshot(few_class_tasks)
+    refused = tmp_path / "refused"
+    one_line_error(contrastune("compare", "--tasks-dir", str(few_class_tasks), "--out",
+                               str(refused), "--epochs", "1", "--batch-size", "64",
+                               "--m-per-class", "4", "--device", "cpu"),
+                   str(few_class_tasks / "tones10"), "--batch-size 64 is larger than the 50")
+    one_line_error(contrastune("compare", "--tasks-dir", str(few_class_tasks / "tones15"),
+                               "--out", str(refused), "--batch-size", "64", "--m-per-class",
+                               "4", "--methods", "frozen,contrastive", "--device", "cpu"),
+                   "m=4 clips × 15 classes cannot fill a batch of 64")
+    assert not refused.exists() and snapshot(few_class_tasks) == before
+
+
+@pytest.mark.parametrize("clip", ["../../../../etc/passwd", "/etc/passwd", "OUTSIDE",
+                                  "../valid/VALID"])
+def test_clip_names_stay_inside_their_split(task, tmp_path, clip):
+    """A train.json key naming a file outside the task, or a valid clip, is refused by every
+    command in one line naming the file and the key, before any output."""
+    outside = tmp_path / "outside.wav"  # a real wav elsewhere on the machine
+    shutil.copy(next((task / "16000" / "test").glob("*.wav")), outside)
+    valid_clip = next(iter(json.loads((task / "valid.json").read_text())))
+    clip = clip.replace("OUTSIDE", str(outside)).replace("VALID", valid_clip)
+    split = json.loads((task / "train.json").read_text())
+    split[clip] = split.pop(next(iter(split)))
+    (task / "train.json").write_text(json.dumps(split))
+    before = snapshot(task)
+    check = contrastune("tasks", "check", str(task))
+    assert check.returncode == 2 and f"train.json: clip {clip!r} is not a file inside" in \
+        check.stdout
+    for args in (("tune", "--task-dir", str(task), "--out", str(tmp_path / "run"), *SMALL_RUN),
+                 ("embed", "--model", "resemblyzer", "--tasks-dir", str(task), "--out",
+                  str(tmp_path / "emb"))):
+        one_line_error(contrastune(*args), str(task / "train.json"), repr(clip))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "emb").exists()
+    assert snapshot(task) == before
+
+
+def test_a_quoted_label_works_and_an_unquoted_comma_is_refused(task, tmp_path):
+    vocab = task / "labelvocabulary.csv"
+    quoted = vocab.read_text().replace(",Violin\n", ',"Violin, solo"\n')
+    for split in ("train", "valid", "test"):
+        path = task / f"{split}.json"
+        path.write_text(path.read_text().replace('"Violin"', '"Violin, solo"'))
+    vocab.write_text(quoted)
+    check = contrastune("tasks", "check", str(task))
+    assert check.returncode == 0, check.stdout
+    out = tmp_path / "emb"
+    assert contrastune("embed", "--model", "resemblyzer", "--tasks-dir", str(task), "--out",
+                       str(out)).returncode == 0
+    assert "Violin, solo" in open_embedded_task(out / "resemblyzer" / "gm-program").vocabulary
+    vocab.write_text(quoted.replace('"Violin, solo"', "Violin, solo"))  # as pandas shifts it
+    check = contrastune("tasks", "check", str(task))
+    assert check.returncode == 2 and "labelvocabulary.csv: row" in check.stdout
+    one_line_error(contrastune("tune", "--task-dir", str(task), "--out", str(tmp_path / "run"),
+                               *SMALL_RUN), "labelvocabulary.csv", "3 fields")
+    assert not (tmp_path / "run").exists()
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from hear_contrastune.lock import exclusive
+with exclusive(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_one_writer_per_folder_and_a_killed_holder_blocks_nothing(task, tmp_path):
+    """While another process holds a run, compare or embeddings folder, a second command on it
+    stops in one line naming that process; once the holder is killed (-9), the same command
+    runs."""
+    run, cmp_run, emb = tmp_path / "run", tmp_path / "cmp", tmp_path / "emb"
+    commands = {
+        run: ("tune", "--task-dir", str(task), "--out", str(run), *SMALL_RUN),
+        cmp_run: ("compare", "--tasks-dir", str(task), "--out", str(cmp_run), "--methods",
+                  "frozen", "--probes", "knn"),
+        emb / "resemblyzer": ("embed", "--model", "resemblyzer", "--tasks-dir", str(task),
+                              "--out", str(emb)),
+    }
+    for folder, args in commands.items():
+        holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"
+        one_line_error(contrastune(*args), str(folder), f"in use by process {holder.pid}")
+        holder.kill()
+        holder.wait()
+        result = contrastune(*args)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((run / "done.json").read_text())["best_epoch"] in (0, 1)
+    epochs = (run / "epochs.csv").read_text().splitlines()
+    assert len(epochs) == 3  # header, epoch 0, epoch 1: one writer
+
+
+def test_a_crop_that_cannot_fit_in_memory_is_refused_up_front(task, tmp_path):
+    run = tmp_path / "run"
+    line = one_line_error(contrastune("tune", "--task-dir", str(task), "--out", str(run),
+                                      "--clip-seconds", "100000", "--device", "cpu"),
+                          "--clip-seconds 100000", "GiB of audio alone")
+    assert "free" in line and not run.exists()
+
+
+def test_hear_api_takes_numpy_and_agrees_on_empty_batches(tone_batch):
+    model = hear_contrastune.load_model("resemblyzer")
+    torch.testing.assert_close(hear_contrastune.get_scene_embeddings(tone_batch, model),
+                               hear_contrastune.get_scene_embeddings(
+                                   torch.from_numpy(tone_batch), model))
+    emb, times = hear_contrastune.get_timestamp_embeddings(tone_batch, model)
+    assert emb.shape[:2] == times.shape and emb.shape[0] == len(tone_batch)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        hear_contrastune.get_scene_embeddings(tone_batch.tolist(), model)
+    empty = tone_batch[:0]
+    assert hear_contrastune.get_scene_embeddings(empty, model).shape == (0, 256)
+    emb, times = hear_contrastune.get_timestamp_embeddings(empty, model)
+    assert emb.shape == (0, 0, model.timestamp_embedding_size) and times.shape == (0, 0)
+
+
+def test_import_of_awkward_inputs_skips_each_with_its_reason(tmp_path):
+    """tasks import of a corrupt, a 0-byte, a 48 kHz stereo, a non-audio and a nested file,
+    and a class of one file: the task is made from what is usable, and the summary names the
+    rest; a CSV listing missing paths skips them by name."""
+    source = tone_folder(tmp_path / "src", 3, 6)
+    stereo = np.stack([np.sin(np.arange(48000) / 7), np.cos(np.arange(48000) / 9)], axis=1)
+    sf.write(str(source / "c00" / "stereo48k.wav"), (0.3 * stereo).astype(np.float32), 48000)
+    (source / "c00" / "deep" / "er").mkdir(parents=True)
+    shutil.copy(source / "c00" / "n0.wav", source / "c00" / "deep" / "er" / "nested.wav")
+    (source / "c01" / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" * 8)
+    (source / "c01" / "zero.wav").write_bytes(b"")
+    (source / "c02" / "readme.txt").write_text("not audio\n")
+    (source / "lonely").mkdir()
+    shutil.copy(source / "c00" / "n1.wav", source / "lonely" / "only.wav")
+    before = snapshot(source)
+    result = contrastune("tasks", "import", str(source), "--out", str(tmp_path / "tasks"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    for part in ("c01/corrupt.wav", "c01/zero.wav", "empty file (0 bytes)", "c02/readme.txt",
+                 "lonely (1)"):
+        assert part in result.stdout, (part, result.stdout)
+    task = tmp_path / "tasks" / "src"
+    listed = {f for s in ("train", "valid", "test")
+              for f in json.loads((task / f"{s}.json").read_text())}
+    assert any("stereo48k" in f for f in listed) and any("nested" in f for f in listed)
+    assert contrastune("tasks", "check", str(task)).returncode == 0
+    assert snapshot(source) == before
+    rows = "".join(f"{p},{p.parent.name}\n" for p in sorted(source.glob("c0*/n*.wav")))
+    (tmp_path / "list.csv").write_text(rows + "gone/missing.wav,c00\n")
+    result = contrastune("tasks", "import", str(tmp_path / "list.csv"), "--out",
+                         str(tmp_path / "tasks2"))
+    assert result.returncode == 0 and "gone/missing.wav" in result.stdout, result.stdout

@@ -4,8 +4,14 @@ import torch
 from pytorch_metric_learning.utils import common_functions as c_f
 from torch.utils.data import DataLoader, TensorDataset
 
-from hear_contrastune.data.samplers import MPerLabelSampler, SeededMPerClassSampler, make_sampler
+from hear_contrastune.data.samplers import (
+    MPerLabelSampler,
+    SeededMPerClassSampler,
+    fit_batch,
+    make_sampler,
+)
 from hear_contrastune.errors import UserError
+from hear_contrastune.training.config import BATCH_SIZE, M_PER_CLASS
 
 
 def class_labels() -> np.ndarray:
@@ -99,3 +105,43 @@ def test_rejects_impossible_settings(
 ) -> None:
     with pytest.raises(UserError, match=message):
         make_sampler(labels, batch_size, m, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("classes", "per_class", "batch", "m"),
+    [
+        (45, 12, 64, 4),  # enough classes: the defaults, 16 classes x 4
+        (15, 8, 60, 4),  # 15 classes: every class in each batch
+        (10, 12, 60, 6),
+        (4, 30, 64, 16),
+        (4, 4, 16, 4),  # a 4-shot draw: never more than the train clips
+        (45, 1, 44, 2),  # one clip a class: pairs of views of it
+    ],
+)
+def test_default_batches_fit_the_task(classes: int, per_class: int, batch: int, m: int) -> None:
+    labels = np.repeat(np.arange(classes), per_class)
+    shape = fit_batch(labels, None, None, BATCH_SIZE, M_PER_CLASS)
+    assert (shape.batch_size, shape.m) == (batch, m), shape.note
+    assert f"batches of {batch} clips" in shape.note and "fitted" in shape.note
+    # the shape it fits is one every epoch's sampler accepts, with two classes or more a batch
+    first = next(iter(make_sampler(labels, shape.batch_size, shape.m, seed=0)))
+    assert len(first) == batch and len(set(labels[first])) == min(classes, batch // m) >= 2
+
+
+def test_explicit_batches_are_checked_not_changed() -> None:
+    labels = np.repeat(np.arange(15), 8)
+    with pytest.raises(UserError, match=r"m=4 clips × 15 classes cannot fill a batch of 64"):
+        fit_batch(labels, 64, 4, BATCH_SIZE, M_PER_CLASS)
+    assert fit_batch(labels, 60, 4, BATCH_SIZE, M_PER_CLASS).note.endswith("(as given)")
+    # one of the two given: the other is fitted around it
+    assert fit_batch(labels, 32, None, BATCH_SIZE, M_PER_CLASS).m == 4
+    assert fit_batch(labels, None, 8, BATCH_SIZE, M_PER_CLASS).batch_size == 64
+    with pytest.raises(UserError, match="two classes"):
+        fit_batch(np.zeros(40, dtype=int), None, None, BATCH_SIZE, M_PER_CLASS)
+
+
+def test_multilabel_default_batches_fit_a_small_task() -> None:
+    multi_hot = (np.random.default_rng(0).random((40, 3)) < 0.5).astype(np.float32)
+    shape = fit_batch(multi_hot, None, None, BATCH_SIZE, M_PER_CLASS)
+    assert (shape.batch_size, shape.m) == (40, 4)
+    assert len(next(iter(make_sampler(multi_hot, shape.batch_size, shape.m, seed=0)))) == 40

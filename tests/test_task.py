@@ -13,6 +13,7 @@ import torch
 
 import eval_tasks
 from hear_contrastune.data.audio import read_wav
+from hear_contrastune.data.hear_format import heareval_labels
 from hear_contrastune.data.loading import ClipDataset
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
@@ -182,7 +183,29 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str, str]] = {
     ),
     "bad vocabulary": (
         lambda t: (t / "labelvocabulary.csv").write_text("idx,label\nzero,Violin\n"),
-        "labelvocabulary.csv", "idx,label",
+        "labelvocabulary.csv", "'zero' is not a whole number",
+    ),
+    "unquoted comma in a label": (  # heareval's pandas would shift the columns
+        lambda t: _append_label(t, "a,b"), "labelvocabulary.csv", "3 fields",
+    ),
+    "labels pandas reads as numbers": (  # a column of numbers: '01' becomes 1
+        lambda t: (t / "labelvocabulary.csv").write_text("idx,label\n0,01\n1,02\n2,03\n"),
+        "labelvocabulary.csv", "'01' is read by heareval (pandas) as '1'",
+    ),
+    "a label pandas reads as NaN": (
+        lambda t: _append_label(t, "NA"), "labelvocabulary.csv", "as 'nan'",
+    ),
+    "a clip outside the task": (
+        lambda t: _rename_first(t / "train.json", "../../../../etc/passwd"),
+        "train.json", "'../../../../etc/passwd' is not a file inside",
+    ),
+    "an absolute clip path": (
+        lambda t: _rename_first(t / "train.json", "/etc/passwd"), "train.json", "'/etc/passwd'",
+    ),
+    "a clip of another split": (  # valid leaking into train
+        lambda t: _rename_first(t / "train.json", "../valid/" + _first_key(
+            json.loads((t / "valid.json").read_text()))),
+        "train.json", "'../valid/",
     ),
     "duplicate label": (
         lambda t: (t / "labelvocabulary.csv").write_text("idx,label\n0,Violin\n1,Violin\n"),
@@ -207,6 +230,33 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str, str]] = {
         "", "no audio folder",
     ),
 }
+
+
+def _append_label(task_dir: Path, row: str) -> None:
+    vocab = task_dir / "labelvocabulary.csv"
+    n = len(vocab.read_text().splitlines()) - 1
+    vocab.write_text(vocab.read_text() + f"{n},{row}\n")
+
+
+def _rename_first(split_file: Path, new_name: str) -> None:
+    data = json.loads(split_file.read_text())
+    first = _first_key(data)
+    data[new_name] = data.pop(first)
+    split_file.write_text(json.dumps(data))
+
+
+def test_a_quoted_label_reads_as_heareval_reads_it(task_copy: Path) -> None:
+    """A label holding a comma, quoted as CSV quotes it, is one label for us and for pandas."""
+    vocab = task_copy / "labelvocabulary.csv"
+    vocab.write_text(vocab.read_text().replace(",Violin\n", ',"Violin, solo"\n'))
+    _edit_json(task_copy / "train.json", lambda d: d.update(
+        {k: ["Violin, solo"] for k, v in d.items() if v == ["Violin"]}))
+    for split in ("valid", "test"):
+        _edit_json(task_copy / f"{split}.json", lambda d: d.update(
+            {k: ["Violin, solo"] for k, v in d.items() if v == ["Violin"]}))
+    task = load_task(task_copy)
+    assert "Violin, solo" in task.vocabulary
+    assert heareval_labels(vocab.read_text()) == task.vocabulary
 
 
 @pytest.mark.parametrize("breakage", list(BREAKAGES))

@@ -43,19 +43,22 @@ def _hear(spec: str) -> Backbone:
 
 
 BACKBONES: dict[str, tuple[Callable[[], Backbone], str]] = {
-    "resemblyzer": (_resemblyzer, "Resemblyzer GE2E encoder, 1.4 M params, 256-d (default)"),
-    "crepe-tiny": (_crepe("tiny"), "CREPE tiny pitch network, 0.49 M params, 256-d"),
-    "crepe-full": (_crepe("full"), "CREPE full pitch network, 22.2 M params, 2048-d"),
+    "resemblyzer": (_resemblyzer,
+                    "16 kHz; Resemblyzer GE2E encoder, 1.4 M params, 256-d (default)"),
+    "crepe-tiny": (_crepe("tiny"), "16 kHz; CREPE tiny pitch network, 0.49 M params, 256-d"),
+    "crepe-full": (_crepe("full"), "16 kHz; CREPE full pitch network, 22.2 M params, 2048-d"),
 }
 
 #: spec prefix -> (builder given the whole spec, how a spec is written, what it names)
 PREFIXES: dict[str, tuple[Callable[[str], Backbone], str, str]] = {
     "hf:": (_hf, "hf:<folder>[?options]",
-            "a local Hugging Face wav2vec2 / HuBERT / WavLM / AST model folder; options "
-            "layer=N|last|weighted, pool=mean|max|cls, freeze_feature_encoder=1, "
-            "freeze_layers=N, train_top=N (e.g. hf:/models/wavlm-base?layer=6&train_top=2)"),
+            "a Hugging Face model folder (or hub name org/name, online or cached): the "
+            "families below; options layer=N|last|weighted, pool=mean|max|cls, "
+            "freeze_feature_encoder=1, freeze_layers=N, train_top=N, embed=, pad=, "
+            "trust_remote_code=1 (e.g. hf:/models/wavlm-base?layer=6&train_top=2)"),
     "hear:": (_hear, "hear:<module>[:<weights>]",
-              "any HEAR 2021 PyTorch module, tuned through its own get_scene_embeddings "
+              "the module's own rate; any HEAR 2021 PyTorch module, tuned through its own "
+              "get_scene_embeddings "
               "(e.g. hear:hearbaseline:/models/naive_baseline.pt)"),
 }
 

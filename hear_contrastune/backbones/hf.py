@@ -1,7 +1,13 @@
-"""Hugging Face transformers audio encoders from a local model folder: `hf:<folder>[?options]`.
+"""Hugging Face transformers audio encoders: `hf:<folder>[?options]` or `hf:<org>/<name>[?options]`.
 
 The folder is what `save_pretrained` writes (config.json, the weights, preprocessor_config.json
 of the feature extractor); it is read with `local_files_only=True`, so nothing is downloaded. A
+name `<org>/<name>` that is not a folder here is a hub model, loaded with `from_pretrained` (from
+the hub cache, or downloaded when online); offline and not cached, it is a one-line error
+saying to download it to a folder. A config.json with an `auto_map` runs its authors' code:
+only with `trust_remote_code=1`, and only for a wav2vec2-style conv feature encoder (MERT's
+kind). CLAP (backbones/hf_clap.py) and the Whisper encoder (backbones/hf_whisper.py) have their
+own modules. A
 task model (e.g. `Wav2Vec2ForCTC`, `ASTForAudioClassification`) loads as its base encoder; its
 head is ignored. The feature extractor's preprocessing is redone in torch, so it runs batched,
 on the model's device, and with gradients:
@@ -35,13 +41,17 @@ it, so `load_model` rebuilds the same backbone:
     freeze_layers=N          freeze everything below transformer layer N + 1
     train_top=N              freeze everything below the top N transformer layers (of those
                              `layer` keeps); exclusive with freeze_layers
+    embed=projection|hidden  CLAP only: the projected embedding (default) or the pooled hidden
+                             state as the scene embedding
+    pad=none|30              Whisper only: run the clip's own frames (default) or pad it to the
+                             encoder's 30 s window
+    trust_remote_code=1      run the model's own code (config.json with an `auto_map`)
 
 e.g. `hf:/models/wav2vec2-base?layer=6&freeze_feature_encoder=1`.
 """
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -51,11 +61,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hear_contrastune.backbones.base import Backbone
+from hear_contrastune.backbones.hf_load import CLAP_MODELS, SPECTROGRAM_MODELS, WHISPER_MODELS, load
 from hear_contrastune.errors import UserError
 
-WAVEFORM_MODELS = ("wav2vec2", "hubert", "wavlm")
-SPECTROGRAM_MODELS = ("audio-spectrogram-transformer",)
 POOLS = ("mean", "max", "cls")
+EMBEDS = ("projection", "hidden")
+PADS = ("none", "30")
+#: `org/name`: a hub model id (when no such folder exists here)
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+#: the families an `hf:` spec loads, for `contrastune backbones`: (family, sample rate, needs)
+FAMILIES = (
+    ("wav2vec2 / HuBERT / WavLM", "16 kHz", "a folder or hub name"),
+    ("AST", "16 kHz", "a folder or hub name"),
+    ("CLAP audio tower", "48 kHz", "a ClapModel / ClapAudioModelWithProjection folder or hub "
+                                   "name; embed=projection|hidden"),
+    ("Whisper encoder", "16 kHz", "a WhisperModel / WhisperForConditionalGeneration folder or "
+                                  "hub name; pad=none|30"),
+    ("remote code (e.g. MERT)", "the extractor's", "trust_remote_code=1; a wav2vec2-style "
+                                                   "conv feature encoder"),
+)
 #: floats of activations one forward pass may hold (~0.5 GB), for `max_batch_samples`
 ACTIVATION_BUDGET = 2**27
 
@@ -69,6 +93,9 @@ class HfOptions:
     freeze_feature_encoder: bool = False
     freeze_layers: int = 0
     train_top: int | None = None
+    embed: str = "projection"
+    pad: str = "none"
+    trust_remote_code: bool = False
 
     def query(self) -> str:
         """The non-default options as `key=value&...` in field order."""
@@ -86,10 +113,17 @@ def _count(spec: str, key: str, value: str) -> int:
     return int(value)
 
 
-def parse_spec(spec: str) -> tuple[Path, HfOptions]:
-    """The model folder (absolute) and the options of an `hf:<folder>[?options]` spec."""
-    folder, _, query = spec.removeprefix("hf:").partition("?")
-    if not folder:
+def _flag(spec: str, key: str, value: str) -> bool:
+    if value not in ("0", "1"):
+        raise UserError(f"{spec}: {key}={value!r}: give 0 or 1")
+    return value == "1"
+
+
+def parse_spec(spec: str) -> tuple[Path | str, HfOptions]:
+    """The model (an absolute folder, or a hub name `org/name` when no such folder exists here)
+    and the options of an `hf:` spec."""
+    name, _, query = spec.removeprefix("hf:").partition("?")
+    if not name:
         raise UserError(f"{spec}: name a model folder, e.g. hf:/models/wav2vec2-base")
     given: dict[str, str] = {}
     for item in filter(None, query.split("&")):
@@ -106,81 +140,34 @@ def parse_spec(spec: str) -> tuple[Path, HfOptions]:
     pool = given.get("pool", "mean")
     if pool not in POOLS:
         raise UserError(f"{spec}: pool={pool!r}: choose from {', '.join(POOLS)}")
-    freeze_fe = given.get("freeze_feature_encoder", "0")
-    if freeze_fe not in ("0", "1"):
-        raise UserError(f"{spec}: freeze_feature_encoder={freeze_fe!r}: give 0 or 1")
+    embed, pad = given.get("embed", "projection"), given.get("pad", "none")
+    if embed not in EMBEDS:
+        raise UserError(f"{spec}: embed={embed!r}: choose from {', '.join(EMBEDS)}")
+    if pad not in PADS:
+        raise UserError(f"{spec}: pad={pad!r}: choose none or 30")
     if "freeze_layers" in given and "train_top" in given:
         raise UserError(f"{spec}: give freeze_layers or train_top, not both")
     options = HfOptions(
         layer=str(int(layer)) if layer.isdigit() else layer,
         pool=pool,
-        freeze_feature_encoder=freeze_fe == "1",
+        freeze_feature_encoder=_flag(spec, "freeze_feature_encoder",
+                                     given.get("freeze_feature_encoder", "0")),
         freeze_layers=_count(spec, "freeze_layers", given.get("freeze_layers", "0")),
         train_top=(_count(spec, "train_top", given["train_top"]) if "train_top" in given
                    else None),
+        embed=embed,
+        pad=pad,
+        trust_remote_code=_flag(spec, "trust_remote_code", given.get("trust_remote_code", "0")),
     )
-    return Path(folder).expanduser().resolve(), options
-
-
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Hide transformers' progress bars and load report; what matters is checked, not logged."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _load(spec: str, folder: Path) -> tuple[nn.Module, Any]:
-    """The base encoder (float32, LayerDrop off) and the feature extractor saved in `folder`."""
-    try:
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
-    except ImportError:
-        raise UserError(f"{spec}: hf: backbones need transformers "
-                        "(pip install transformers)") from None
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{spec}: {folder} is not a transformers model folder (no config.json)")
-    with _quiet_transformers():
-        try:
-            config = AutoConfig.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"{spec}: cannot read {folder / 'config.json'} "
-                            f"({str(e).splitlines()[0]})") from None
-        if config.model_type not in WAVEFORM_MODELS + SPECTROGRAM_MODELS:
-            raise UserError(f"{spec}: model type {config.model_type!r} is not supported "
-                            f"(supported: {', '.join(WAVEFORM_MODELS + SPECTROGRAM_MODELS)})")
-        try:
-            extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{spec}: no usable feature extractor in {folder} "
-                            f"(preprocessor_config.json; {str(e).splitlines()[0]})") from None
-        try:
-            model, info = AutoModel.from_pretrained(
-                folder, local_files_only=True, dtype=torch.float32, output_loading_info=True)
-        except (OSError, RuntimeError) as e:  # no weights file; weights of the wrong shapes
-            why = ("tensors of the wrong shapes for config.json" if "mismatched" in str(e)
-                   else str(e).splitlines()[0])
-            raise UserError(f"{spec}: cannot load the weights in {folder} ({why})") from None
-    # masked_spec_embed only fills SpecAugment-masked steps in training; some exports lack it
-    missing = sorted(k for k in info["missing_keys"] if k != "masked_spec_embed")
-    if missing:
-        raise UserError(f"{spec}: the weights in {folder} lack {len(missing)} tensors of the "
-                        f"model (e.g. {missing[0]})")
-    if hasattr(model.config, "layerdrop"):
-        model.config.layerdrop = 0.0
-    return model, extractor
+    folder = Path(name).expanduser()
+    if not folder.exists() and HUB_NAME.fullmatch(name):
+        return name, options
+    return folder.resolve(), options
 
 
 def _layer_path(model: nn.Module) -> str:
     """Where the model keeps its transformer layers (it moved between transformers versions)."""
-    for path in ("encoder.layers", "layers", "encoder.layer"):
+    for path in ("encoder.layers", "layers", "encoder.layer", "audio_model.audio_encoder.layers"):
         try:
             if isinstance(model.get_submodule(path), nn.ModuleList):
                 return path
@@ -193,12 +180,12 @@ class HfBackbone(Backbone):
     """A transformers encoder with a chosen layer, frozen parts and pooling; subclasses turn
     audio into the model's input and its tokens into frames."""
 
-    def __init__(self, spec: str, folder: Path, options: HfOptions, model: nn.Module,
+    def __init__(self, spec: str, source: Path | str, options: HfOptions, model: nn.Module,
                  extractor: Any) -> None:
         super().__init__()
         self.options, self.model = options, model
         query = options.query()
-        self.spec = f"hf:{folder}" + (f"?{query}" if query else "")
+        self.spec = f"hf:{source}" + (f"?{query}" if query else "")
         self.sample_rate = int(extractor.sampling_rate)
         self.embedding_size = int(model.config.hidden_size)
         self.layer_path = _layer_path(model)
@@ -252,11 +239,15 @@ class HfBackbone(Backbone):
             if id(param) not in keep:
                 param.requires_grad_(False)
 
+    def encode(self, inputs: Tensor, output_hidden_states: bool = False) -> Any:
+        """The model's output (`last_hidden_state`, and `hidden_states` when asked)."""
+        return self.model(inputs, output_hidden_states=output_hidden_states)
+
     def hidden(self, inputs: Tensor) -> Tensor:
         """Token states [batch, tokens, dim] of the chosen layer."""
         if self.options.layer == "last":
-            return self.model(inputs).last_hidden_state
-        states = self.model(inputs, output_hidden_states=True).hidden_states
+            return self.encode(inputs).last_hidden_state
+        states = self.encode(inputs, output_hidden_states=True).hidden_states
         if len(states) != len(self.layers) + 1:
             raise RuntimeError(f"{self.spec}: expected {len(self.layers) + 1} hidden states, "
                                f"got {len(states)}")
@@ -273,12 +264,12 @@ class HfBackbone(Backbone):
 class HfWaveformBackbone(HfBackbone):
     """wav2vec2 / HuBERT / WavLM: normalised waveform -> conv encoder -> transformer."""
 
-    def __init__(self, spec: str, folder: Path, options: HfOptions, model: nn.Module,
+    def __init__(self, spec: str, source: Path | str, options: HfOptions, model: nn.Module,
                  extractor: Any) -> None:
         if options.pool == "cls":
             raise UserError(f"{spec}: pool=cls is for AST; {model.config.model_type} has no "
                             "CLS token (use mean or max)")
-        super().__init__(spec, folder, options, model, extractor)
+        super().__init__(spec, source, options, model, extractor)
         config = model.config
         self.normalize = bool(getattr(extractor, "do_normalize", False))
         self.hop = math.prod(config.conv_stride)
@@ -314,9 +305,9 @@ class HfWaveformBackbone(HfBackbone):
 class HfAstBackbone(HfBackbone):
     """AST: Kaldi fbank windows -> patch tokens -> transformer; frames are patch columns."""
 
-    def __init__(self, spec: str, folder: Path, options: HfOptions, model: nn.Module,
+    def __init__(self, spec: str, source: Path | str, options: HfOptions, model: nn.Module,
                  extractor: Any) -> None:
-        super().__init__(spec, folder, options, model, extractor)
+        super().__init__(spec, source, options, model, extractor)
         from torchaudio.compliance.kaldi import get_mel_banks
 
         config = model.config
@@ -396,9 +387,22 @@ class HfAstBackbone(HfBackbone):
 
 
 def build_hf_backbone(spec: str) -> HfBackbone:
-    """The backbone an `hf:<folder>[?options]` spec names."""
-    folder, options = parse_spec(spec)
-    model, extractor = _load(spec, folder)
-    if model.config.model_type in SPECTROGRAM_MODELS:
-        return HfAstBackbone(spec, folder, options, model, extractor)
-    return HfWaveformBackbone(spec, folder, options, model, extractor)
+    """The backbone an `hf:` spec names."""
+    source, options = parse_spec(spec)
+    model, extractor = load(spec, source, options.trust_remote_code)
+    model_type = model.config.model_type
+    if options.embed != "projection" and model_type not in CLAP_MODELS:
+        raise UserError(f"{spec}: embed= is for CLAP; {model_type} has no projection")
+    if options.pad != "none" and model_type not in WHISPER_MODELS:
+        raise UserError(f"{spec}: pad= is for Whisper; {model_type} takes clips as they are")
+    if model_type in CLAP_MODELS:
+        from hear_contrastune.backbones.hf_clap import HfClapBackbone
+
+        return HfClapBackbone(spec, source, options, model, extractor)
+    if model_type in WHISPER_MODELS:
+        from hear_contrastune.backbones.hf_whisper import HfWhisperBackbone
+
+        return HfWhisperBackbone(spec, source, options, model, extractor)
+    if model_type in SPECTROGRAM_MODELS:
+        return HfAstBackbone(spec, source, options, model, extractor)
+    return HfWaveformBackbone(spec, source, options, model, extractor)

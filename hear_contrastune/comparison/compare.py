@@ -35,11 +35,13 @@ from hear_contrastune.comparison.layout import (
     METHODS,
     MODELS_DIR,
     RESULTS_FILE,
+    SEARCH_DIR,
     SHOTS_DIR,
     embeddings_root,
     fold_dir,
     model_dir,
     run_label,
+    search_dir,
     shots_dir,
 )
 from hear_contrastune.comparison.report import write_report
@@ -50,14 +52,16 @@ from hear_contrastune.data.shots import shots_view
 from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.embed import DEFAULT_WORKERS, embed_tasks, task_dirs
 from hear_contrastune.errors import UserError
+from hear_contrastune.lock import exclusive
 from hear_contrastune.outputs import check_output_dir
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, hear_probe, test_score, valid_score
 from hear_contrastune.probes.knn import run_knn_probe
 from hear_contrastune.probes.linear import run_linear_probe
 from hear_contrastune.probes.logistic import run_logistic_probe
 from hear_contrastune.probes.protocol import label_matrix, score_all, score_functions
+from hear_contrastune.search import Search, run_search
 from hear_contrastune.training.config import CLASSIFIER_METHODS, DEFAULTS, TuneConfig
-from hear_contrastune.training.loop import tune
+from hear_contrastune.training.loop import check_tuning, tune
 from hear_contrastune.training.objective import Classifier
 
 
@@ -74,6 +78,10 @@ class CompareConfig:
     methods: tuple[str, ...] = METHODS
     folds: tuple[str, ...] = ()  # k-fold tasks: the test folds to run (names or indices); all
     shots: tuple[int, ...] = (0,)  # few-shot settings, train clips per class (0: all clips)
+    # trials of `contrastune search` per tuned method and task before its runs (0: none, the
+    # tuning as given); `search_fixed` names the tuning options the search must not vary
+    search: int = 0
+    search_fixed: tuple[str, ...] = ()
 
 
 def head_score(model_file: Path, emb_task_dir: Path) -> dict[str, float]:
@@ -135,14 +143,52 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
     line per stage."""
     run = Path(run)
     tasks = task_dirs(Path(cfg.tasks_dir))
-    for output in (MODELS_DIR, EMBEDDINGS_DIR, FOLDS_DIR, SHOTS_DIR, "plots"):
+    for output in (MODELS_DIR, EMBEDDINGS_DIR, FOLDS_DIR, SHOTS_DIR, SEARCH_DIR, "plots"):
         check_output_dir(run / output, "--out", tasks)
+    check_every_run(cfg, tasks)
+    with exclusive(run):
+        records = run_all(cfg, run, tasks, device, workers, say)
+        write_results(run / RESULTS_FILE, records,
+                      json.loads(json.dumps(asdict(cfg), default=str)))
+        report_md, report_html = write_report(run)
+    say(f"report: {report_md}  {report_html}")
+    return records
+
+
+def check_every_run(cfg: CompareConfig, tasks: list[Path]) -> None:
+    """Make every tuning run's own checks (options, folds, few-shot draws, batch shape) before
+    the first stage, so a run that cannot start fails the comparison in one line now, not
+    hours in."""
+    tuned = [method for method in cfg.methods if method != "frozen"]
+    if not tuned:
+        return
+    for task_dir in tasks:
+        task = load_task(task_dir)
+        for fold in chosen_folds(task, cfg.folds):
+            for shots in cfg.shots:
+                # the batch depends on the labels and a few-shot draw (a seed's), not the method
+                for seed in range(cfg.seeds) if shots else [0]:
+                    try:
+                        check_tuning(replace(cfg.tuning, task_dir=str(task_dir), fold=fold,
+                                             method=tuned[0], seed=seed, shots=shots))
+                    except UserError as e:
+                        where = (f" fold {fold}" if fold else "") + (
+                            f" ({shots} shots, seed {seed})" if shots else "")
+                        raise UserError(f"{task_dir}{where}: {e}") from None
+
+
+def run_all(cfg: CompareConfig, run: Path, tasks: list[Path], device: str | None, workers: int,
+            say: Callable[[str], None]) -> list[Record]:
+    """Every stage of every task, each skipped when its output is complete; the records."""
     records = []
     for task_dir in tasks:
         task = load_task(task_dir)
         folds = chosen_folds(task, cfg.folds)
         n_folds = len(fold_roles(task)) if task.kfold else 0
         frozen_dir = None  # one embedding serves every fold, seed and shots setting
+        tunings = {method: method_tuning(cfg, run, task_dir, method, folds[0], device, workers,
+                                         say)
+                   for method in cfg.methods if method != "frozen"}
         for shots in cfg.shots:
             for method in cfg.methods:
                 # the frozen encoder has no seed of its own; a few-shot draw has
@@ -154,26 +200,45 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
                                                  device, workers, replace=True)[0]
                     for fold in folds:
                         records += run_fold(cfg, run, task, task_dir, method, seed, fold, shots,
-                                            frozen_dir, n_folds, device, workers, say)
-    write_results(run / RESULTS_FILE, records, json.loads(json.dumps(asdict(cfg), default=str)))
-    report_md, report_html = write_report(run)
-    say(f"report: {report_md}  {report_html}")
+                                            frozen_dir, n_folds, tunings.get(method), device,
+                                            workers, say)
     return records
 
 
+def method_tuning(cfg: CompareConfig, run: Path, task_dir: Path, method: str, fold: str,
+                  device: str | None, workers: int, say: Callable[[str], None]) -> TuneConfig:
+    """The tuning every run of `method` on this task uses: compare's own, or, with `search`,
+    the configuration a search of that many trials found on valid (seed 0, the same sampler
+    seed and pruner for every method; a k-fold task is searched on `fold`'s roles)."""
+    # --loss names a contrastive loss; fine-tuning takes its task's own
+    loss = cfg.tuning.loss if method == "contrastive" else "auto"
+    base = replace(cfg.tuning, task_dir=str(task_dir), method=method, loss=loss)
+    if not cfg.search:
+        return base
+    out = search_dir(run, task_dir.name, method)
+    say(f"== {task_dir.name} / search {method}: {cfg.search} trials"
+        + (f" on fold {fold}'s roles" if fold else ""))
+    fixed = {name: getattr(cfg.tuning, name) for name in cfg.search_fixed}
+    best = run_search(Search(replace(base, fold=fold, seed=0), fixed, out, cfg.search),
+                      device, workers, say)
+    if not best:
+        raise UserError(f"{out}: no trial of the search finished unpruned")
+    return replace(base, **{k: v for k, v in best["config"].items() if k != "augment"},
+                   augment=base.augment)
+
+
 def run_fold(cfg: CompareConfig, run: Path, task: Task, task_dir: Path, method: str, seed: int,
-             fold: str, shots: int, frozen_dir: Path | None, n_folds: int, device: str | None,
-             workers: int, say: Callable[[str], None]) -> list[Record]:
-    """One (method, seed, fold, shots): tune unless frozen, embed, cut the fold's and the
-    few-shot draw's view, probe; its records."""
+             fold: str, shots: int, frozen_dir: Path | None, n_folds: int,
+             tuning: TuneConfig | None, device: str | None, workers: int,
+             say: Callable[[str], None]) -> list[Record]:
+    """One (method, seed, fold, shots): tune unless frozen (with `tuning`), embed, cut the
+    fold's and the few-shot draw's view, probe; its records."""
     label = run_label(method, seed, fold, shots)
     model, emb_dir = cfg.tuning.backbone, frozen_dir
     if method != "frozen":
         say(f"== {task.name} / {label}")
-        # --loss names a contrastive loss; fine-tuning takes its task's own
-        loss = cfg.tuning.loss if method == "contrastive" else "auto"
-        tune_cfg = replace(cfg.tuning, task_dir=str(task_dir), fold=fold, method=method,
-                           seed=seed, loss=loss, shots=shots)
+        assert tuning is not None
+        tune_cfg = replace(tuning, fold=fold, seed=seed, shots=shots)
         model = str(tune(tune_cfg, model_dir(run, task_dir.name, method, seed, fold, shots),
                          device, workers))
         emb_dir = embed_tasks(model, task_dir, embeddings_root(run), label, device, workers,

@@ -8,6 +8,9 @@
                                                  of the embeddings, with each probe's scores
       shots/<label>/<task folder>[/<fold>]/      few-shot runs: the view with train cut to the
                                                  seed's draw (data.shots), with each probe's scores
+      search/<task folder>/<method>/             `--search N`: each tuned method's search
+                                                 (hear_contrastune.search), whose best.json
+                                                 every run of the method on the task uses
       results.json                               one record per (task, method, seed, fold, probe)
       report.md, index.html, plots/              drawn from the above (comparison.report)
 
@@ -47,6 +50,7 @@ MODELS_DIR = "models"
 EMBEDDINGS_DIR = "embeddings"
 FOLDS_DIR = "folds"
 SHOTS_DIR = "shots"
+SEARCH_DIR = "search"
 _LABEL = re.compile(
     r"^(?P<method>.+?)-seed(?P<seed>\d+)(?:-(?P<shots>\d+)shot)?(?:-(?P<fold>.+))?$")
 
@@ -76,6 +80,11 @@ def model_dir(run: Path, task_folder: str, method: str, seed: int, fold: str = "
               shots: int = 0) -> Path:
     """Where one tuning run of a task lives."""
     return run / MODELS_DIR / task_folder / run_label(method, seed, fold, shots)
+
+
+def search_dir(run: Path, task_folder: str, method: str) -> Path:
+    """Where the search of one tuned method on one task lives."""
+    return run / SEARCH_DIR / task_folder / method
 
 
 def embeddings_root(run: Path) -> Path:

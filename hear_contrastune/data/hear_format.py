@@ -13,6 +13,8 @@ heareval reads them with bare asserts and KeyErrors; here every mistake is a one
 `data.embeddings.EmbeddedTask` the embedding files.
 """
 
+import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +37,6 @@ REQUIRED_KEYS = (
     "evaluation",
 )
 Roles = dict[str, list[str]]  # {"train": [...], "valid": [...], "test": [...]}
-# Characters that would need CSV quoting, which heareval's `idx,label` readers do not expect.
-FORBIDDEN_LABEL_CHARS = ',"\n\r'
 
 
 def split_file(split: str) -> str:
@@ -89,18 +89,32 @@ def check_metadata(meta_file: Path, metadata: object) -> dict:
 
 
 def read_vocabulary(path: Path) -> list[str]:
-    """Labels in index order from heareval's `idx,label` CSV, checked."""
+    """Labels in index order from heareval's `idx,label` CSV, checked.
+
+    Read as CSV (a label may be quoted, `0,"a,b"`), and refused where heareval, which reads the
+    file with pandas and takes each label as `str()` of what pandas made of it, would read
+    another label: `01` (the number 1), `NA` or an empty label (NaN), or an unquoted `0,a,b`.
+    """
     if not path.is_file():
         raise UserError(f"{path}: missing")
     try:
         text = path.read_text()
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file") from None
-    rows = [line.split(",", 1) for line in text.splitlines()[1:] if line.strip()]
-    try:
-        pairs = sorted((int(i), label) for i, label in rows)
-    except ValueError:
-        raise UserError(f"{path}: expected 'idx,label' rows") from None
+    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    if not rows or rows[0] != ["idx", "label"]:
+        raise UserError(f"{path}: the first row must be 'idx,label' (heareval reads the columns "
+                        "by these names)")
+    pairs = []
+    for n, row in enumerate(rows[1:], start=2):
+        if len(row) != 2:
+            raise UserError(f"{path}: row {n} has {len(row)} fields, expected 'idx,label' "
+                            "(quote a label that holds a comma)")
+        try:
+            pairs.append((int(row[0]), row[1]))
+        except ValueError:
+            raise UserError(f"{path}: row {n}: index {row[0]!r} is not a whole number") from None
+    pairs.sort()
     if [i for i, _ in pairs] != list(range(len(pairs))):
         raise UserError(f"{path}: indices are not 0..{len(pairs) - 1}")
     vocabulary = [label for _, label in pairs]
@@ -109,12 +123,45 @@ def read_vocabulary(path: Path) -> list[str]:
     if len(set(vocabulary)) != len(vocabulary):
         dup = next(x for x in vocabulary if vocabulary.count(x) > 1)
         raise UserError(f"{path}: label {dup!r} appears twice")
+    for label, theirs in zip(vocabulary, heareval_labels(text), strict=True):
+        if label != theirs:
+            raise UserError(f"{path}: label {label!r} is read by heareval (pandas) as "
+                            f"{theirs!r}; rename it (e.g. give it a letter)")
     return vocabulary
 
 
+def heareval_labels(text: str) -> list[str]:
+    """The labels, in index order, as heareval reads labelvocabulary.csv: pandas' read_csv, the
+    label column as str (heareval.score.label_vocab_as_dict)."""
+    import pandas as pd  # heareval's own reader; imported here, where it is needed
+
+    frame = pd.read_csv(io.StringIO(text))
+    if list(frame.columns) != ["idx", "label"]:
+        return [""] * len(frame)  # an unquoted comma shifted the columns: nothing matches
+    frame = frame.sort_values("idx")
+    return [str(label) for label in frame["label"]]
+
+
 def vocabulary_csv(vocabulary: list[str]) -> str:
-    """labelvocabulary.csv's text for labels in index order."""
-    return "idx,label\n" + "".join(f"{i},{label}\n" for i, label in enumerate(vocabulary))
+    """labelvocabulary.csv's text for labels in index order, quoted where CSV needs it."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["idx", "label"])
+    writer.writerows(enumerate(vocabulary))
+    return out.getvalue()
+
+
+def vocabulary_problem(vocabulary: list[str]) -> str | None:
+    """Why these labels cannot go in labelvocabulary.csv as they are (heareval would read one
+    of them as another label), or None: what a task builder checks before writing."""
+    for label in vocabulary:
+        if not label or "\n" in label or "\r" in label:
+            return f"label {label!r} is empty or holds a line break"
+    for label, theirs in zip(vocabulary, heareval_labels(vocabulary_csv(vocabulary)),
+                             strict=True):
+        if label != theirs:
+            return f"label {label!r} is read by heareval (pandas) as {theirs!r}"
+    return None
 
 
 @dataclass(frozen=True)

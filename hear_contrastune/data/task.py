@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from hear_contrastune.data.hear_format import HearFolder, read_folder, read_json, split_file
 from hear_contrastune.errors import UserError
@@ -75,6 +75,7 @@ def _read_split(path: Path, vocab: set[str], multiclass: bool) -> dict[str, list
         raise UserError(f"{path}: lists no clips (every split needs at least one)")
     out: dict[str, list[str]] = {}
     for filename, labels in data.items():
+        check_clip_name(path, filename)
         if not isinstance(labels, list):
             raise UserError(f"{path}: {filename}: expected a list of labels, got {labels!r}")
         labels = [str(x) for x in labels]
@@ -89,6 +90,18 @@ def _read_split(path: Path, vocab: set[str], multiclass: bool) -> dict[str, list
             )
         out[filename] = labels
     return out
+
+
+def check_clip_name(split_path: Path, filename: str) -> None:
+    """Refuse a clip name that leaves its split's audio folder: an absolute path or a '..'
+    would open any file on the machine, and '../valid/x.wav' in train.json would leak valid
+    clips into training. (A symlink inside the folder may point anywhere: datasets do that.)"""
+    parts = PurePosixPath(filename).parts
+    if (not filename or "\0" in filename or PurePosixPath(filename).is_absolute()
+            or ".." in parts or not parts or parts == (".",)):
+        split = split_path.stem
+        raise UserError(f"{split_path}: clip {filename!r} is not a file inside the split's audio "
+                        f"folder (<rate>/{split}/): no absolute paths or '..'")
 
 
 def load_task(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> Task:

@@ -28,6 +28,11 @@ HEAD_LR_SCALE = {"contrastive": 1.0, "finetune": 100.0, "lpft": 1.0}
 # Training crop of a task whose clips vary in length: long enough for several of Resemblyzer's
 # 1.6 s partials and for most sound events, short enough to keep a CPU batch cheap.
 VARIABLE_CLIP_SECONDS = 4.0
+# The batch a fitted run aims for: 64 clips x 2 views, 4 clips of each of 16 classes (SupCon
+# needs positives in the batch; more classes give more negatives). A task with fewer classes
+# gets every class in every batch instead (data.samplers.fit_batch).
+BATCH_SIZE = 64
+M_PER_CLASS = 4
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,11 @@ class TuneConfig:
     backbone: str = DEFAULT_BACKBONE
     method: str = "contrastive"
     epochs: int = 30
-    batch_size: int = 64
-    m_per_class: int = 4
+    # clips per batch and clips of each class (label) in it; None fits them to the task
+    # (data.samplers.fit_batch): BATCH_SIZE clips of M_PER_CLASS, or, on a task with fewer
+    # classes than that batch holds, every class in every batch
+    batch_size: int | None = None
+    m_per_class: int | None = None
     lr: float = 1e-4
     weight_decay: float = 1e-4
     # pretrained weights learn at lr * this. At 1.0, lr 1e-4, tuning Resemblyzer's LSTM was

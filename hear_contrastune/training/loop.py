@@ -22,10 +22,11 @@ where an epoch's time goes.
 
 import json
 import logging
+import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,20 +38,23 @@ from tqdm import tqdm
 
 from hear_contrastune.atomic import write_json
 from hear_contrastune.backbones import Backbone, build_backbone
-from hear_contrastune.data.hear_format import roles_for_fold
+from hear_contrastune.data.hear_format import Roles, roles_for_fold
 from hear_contrastune.data.loading import ClipDataset, clip_batches
-from hear_contrastune.data.samplers import make_sampler
+from hear_contrastune.data.samplers import fit_batch, make_sampler
 from hear_contrastune.data.shots import draw_shots, shots_note
 from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.data.views import random_view
 from hear_contrastune.embed import DEFAULT_WORKERS
 from hear_contrastune.errors import UserError
+from hear_contrastune.lock import exclusive, is_lock
 from hear_contrastune.outputs import check_output_dir
 from hear_contrastune.training import distributed
 from hear_contrastune.training.checkpoint import save_checkpoint
 from hear_contrastune.training.config import (
+    BATCH_SIZE,
     CLASSIFIER_METHODS,
     DEFAULTS,
+    M_PER_CLASS,
     METHODS,
     PRECISIONS,
     SELECT_RULES,
@@ -108,48 +112,123 @@ class Run:
 
 
 def tune(cfg: TuneConfig, out: Path, device: str | None = None,
-         workers: int = DEFAULT_WORKERS) -> Path:
+         workers: int = DEFAULT_WORKERS,
+         on_epoch: Callable[[int, float], None] | None = None) -> Path:
     """Tune, resuming a killed run from its last finished epoch; return the best checkpoint.
 
     Under torchrun, every rank runs this; see training.distributed. `workers` DataLoader
-    processes decode clips (it changes speed, not results).
+    processes decode clips (it changes speed, not results). `on_epoch(epoch, valid score)` hears
+    each finished epoch's selection score (a search's pruner); an exception it raises ends the
+    run there, resumable like a killed one.
     """
     out = Path(out)
-    run = build_run(cfg.resolved(), out, device, workers)
-    if run is None:
-        return out / "best.pt"
-    start(run)
-    t_start = time.time()
-    for epoch in range(run.state.epoch + 1, run.cfg.epochs + 1):
-        if run.state.stopped:  # resumed after the epoch that ran out of patience
-            break
-        t0 = time.time()
-        losses = train_one_epoch(run, epoch)
-        seconds = time.time() - t0
-        # every rank's view-generator state, so a resumed run draws the same views on each rank
-        run.state.generators = distributed.gather_objects(run.gen.get_state(), run.ranks)
+    with ExitStack() as held:  # the run folder's lock, for as long as this process trains it
+        run = build_run(cfg.resolved(), out, device, workers, held)
+        if run is None:
+            return out / "best.pt"
+        start(run)
+        t_start = time.time()
+        for epoch in range(run.state.epoch + 1, run.cfg.epochs + 1):
+            if run.state.stopped:  # resumed after the epoch that ran out of patience
+                break
+            t0 = time.time()
+            losses = train_one_epoch(run, epoch)
+            seconds = time.time() - t0
+            # every rank's view-generator state, so a resumed run draws the same views on each
+            run.state.generators = distributed.gather_objects(run.gen.get_state(), run.ranks)
+            if run.ranks.main:
+                evaluate_and_save(run, epoch, losses, seconds)
+                if on_epoch is not None:
+                    on_epoch(epoch, run.scores[epoch])
+            # rank 0 alone scores valid: every rank takes its decision to stop (a barrier too)
+            run.state.stopped = distributed.gather_objects(run.state.stopped, run.ranks)[0]
         if run.ranks.main:
-            evaluate_and_save(run, epoch, losses, seconds)
-        # rank 0 alone scores valid: every rank takes its decision to stop (a barrier too)
-        run.state.stopped = distributed.gather_objects(run.state.stopped, run.ranks)[0]
-    if run.ranks.main:
-        epoch = run.state.best_epoch
-        write_json(out / "done.json", {"best_epoch": epoch,
-                                       "best_valid_knn": run.scores[epoch],
-                                       "selected_by": run.cfg.select,
-                                       "select_score": run.state.best,
-                                       "stopped_early": run.state.stopped,
-                                       "last_epoch": run.state.epoch,
-                                       "patience": run.cfg.patience,
-                                       "seconds": time.time() - t_start,
-                                       "processes": run.ranks.world})
-    distributed.barrier(run.ranks)
+            epoch = run.state.best_epoch
+            write_json(out / "done.json", {"best_epoch": epoch,
+                                           "best_valid_knn": run.scores[epoch],
+                                           "selected_by": run.cfg.select,
+                                           "select_score": run.state.best,
+                                           "stopped_early": run.state.stopped,
+                                           "last_epoch": run.state.epoch,
+                                           "patience": run.cfg.patience,
+                                           "seconds": time.time() - t_start,
+                                           "processes": run.ranks.world})
+        distributed.barrier(run.ranks)
     return out / "best.pt"
 
 
-def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> Run | None:
-    """Check everything, open the run folder, and build data, model, loss and optimiser; None
-    if the run is already done."""
+@dataclass
+class TrainingClips:
+    """What a run trains on, and the run's configuration with its batch fitted to it."""
+
+    cfg: TuneConfig
+    roles: Roles
+    train: ClipDataset  # training crops, decoded as batches are drawn
+    targets: Tensor
+    kept: np.ndarray | None  # a few-shot run's draw, as indices into the train role's clips
+    seconds: float  # crop length
+    notes: list[str]  # for the log: the few-shot draw, how batches are made
+
+    @property
+    def batch_bytes(self) -> int:
+        """Memory that one batch's crops and their two views take as float32, at least."""
+        return 3 * self.cfg.batch_size * self.train.num_samples * 4
+
+
+def training_clips(cfg: TuneConfig, task: Task) -> TrainingClips:
+    """The run's training clips and targets, its batch shape checked (or fitted to the task,
+    data.samplers.fit_batch), and whether a batch fits in memory. Reads labels, no audio:
+    `compare` calls it for every run before any of them starts."""
+    roles = roles_for_fold(task, cfg.fold)
+    seconds = cfg.clip_seconds or task.duration or VARIABLE_CLIP_SECONDS
+    kept, notes = None, []
+    if cfg.shots:  # the same draw for every method of this seed (data.shots)
+        all_labels = ClipDataset(task, roles["train"]).labels
+        kept = draw_shots(all_labels, cfg.shots, cfg.seed, task.multilabel)
+        notes.append(f"{shots_note(all_labels, kept, cfg.shots, task.multilabel)}; "
+                     "valid is whole")
+    train = ClipDataset(task, roles["train"], round(seconds * task.sample_rate), cfg.seed, kept)
+    targets = targets_for(task.vocabulary, train.labels, task.multilabel)
+    shape = fit_batch(targets, cfg.batch_size, cfg.m_per_class, BATCH_SIZE, M_PER_CLASS)
+    notes.append(shape.note)
+    clips = TrainingClips(replace(cfg, batch_size=shape.batch_size, m_per_class=shape.m),
+                          roles, train, targets, kept, seconds, notes)
+    check_memory(clips)
+    return clips
+
+
+def check_memory(clips: TrainingClips) -> None:
+    """Refuse a crop whose batch cannot fit in this machine's free memory, before any output
+    (the activations need more again: this catches the impossible, not every tight fit)."""
+    available = available_memory()
+    if clips.batch_bytes > available:
+        raise UserError(f"--clip-seconds {clips.seconds:g}: a batch of {clips.cfg.batch_size} "
+                        f"crops and their two views needs {clips.batch_bytes / 2**30:.1f} GiB "
+                        f"of audio alone; {available / 2**30:.1f} GiB is free. Use shorter "
+                        "crops or a smaller --batch-size")
+
+
+def available_memory() -> int:
+    """Bytes of memory free for a new allocation (MemAvailable), or all of it if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_tuning(cfg: TuneConfig) -> None:
+    """Every check a run makes before its first output, without building a model: so that
+    `compare` refuses a run that cannot start before any of its stages runs."""
+    training_clips(cfg, load_task(cfg.task_dir))
+
+
+def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int,
+              held: ExitStack) -> Run | None:
+    """Check everything, lock and open the run folder (`held` keeps the lock), and build data,
+    model, loss and optimiser; None if the run is already done."""
     if not cfg.task_dir:
         raise UserError("--task-dir: needed to tune")
     if cfg.method not in METHODS:
@@ -162,42 +241,33 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> R
         raise UserError(f"--warmup-epochs {cfg.warmup_epochs:g}: must be at least 0 and less "
                         f"than --epochs {cfg.epochs}")
     ranks, device = distributed.init(device)
-    distributed.check_batch(cfg.batch_size, ranks)
     amp = autocast_dtype(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.backbone)
     task = load_task(cfg.task_dir, backbone.sample_rate)  # at the rate the backbone takes
-    roles = roles_for_fold(task, cfg.fold)
-    seconds = cfg.clip_seconds or task.duration or VARIABLE_CLIP_SECONDS
-    kept, few_shot = None, ""
-    if cfg.shots:  # the same draw for every method of this seed (data.shots)
-        all_labels = ClipDataset(task, roles["train"]).labels
-        kept = draw_shots(all_labels, cfg.shots, cfg.seed, task.multilabel)
-        few_shot = shots_note(all_labels, kept, cfg.shots, task.multilabel)
-    train = ClipDataset(task, roles["train"], round(seconds * task.sample_rate), cfg.seed, kept)
-    train_targets = targets_for(task.vocabulary, train.labels, task.multilabel)
-    # checks --batch-size / --m-per-class now; each epoch then draws its own sampler, seeded by
-    # the epoch, so a resumed run sees the batches an uninterrupted one would have
-    sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed)
+    clips = training_clips(cfg, task)
+    cfg, roles, train, train_targets = clips.cfg, clips.roles, clips.train, clips.targets
+    distributed.check_batch(cfg.batch_size, ranks)
     loss_fn = make_loss(cfg, task.multilabel, len(task.vocabulary))
     backbone.check_trainable()
     check_output_dir(out, "--out", [task.path])
     if ranks.main:
+        held.enter_context(exclusive(out))
         open_run(out, cfg, task.content_key())
     distributed.barrier(ranks)
     if (out / "done.json").exists():
         return None
-    reference = ClipDataset(task, roles["train"], keep=kept)  # whole clips, as probes see them
+    reference = ClipDataset(task, roles["train"], keep=clips.kept)  # whole clips, as probed
     valid = ClipDataset(task, roles["valid"])
     selection = Selection(reference, valid, train_targets,
                           targets_for(task.vocabulary, valid.labels, task.multilabel),
                           task.multilabel, cfg.select_max_clips, cfg.seed, workers)
     if ranks.main:
         log.info("%s: %s", task.name, task.audio_note)
-        if few_shot:
-            log.info("%s; valid is whole", few_shot)
+        for note in clips.notes:
+            log.info("%s", note)
         log.info("training on %s (%d clips), %.2f s crops; %s", "+".join(roles["train"]),
-                 len(train), seconds, selection.note)
+                 len(train), clips.seconds, selection.note)
         warning = small_valid_warning(selection.valid_y, len(task.vocabulary), task.multilabel)
         if warning:
             log.warning("%s", warning)
@@ -225,6 +295,9 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int) -> R
     groups.append({"name": "head", "params": list(head.parameters()),
                    "lr": cfg.lr * cfg.head_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # each epoch draws its own sampler, seeded by the epoch, so a resumed run sees the batches an
+    # uninterrupted one would have
+    sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed)
     schedule = make_schedule(optimizer, cfg, max(1, len(sampler) // cfg.accumulate))
     valid_fields = ["valid_knn", "valid_head"] if has_classifier else ["valid_knn"]
     return Run(
@@ -441,7 +514,7 @@ def open_run(out: Path, cfg: TuneConfig, task_key: str) -> None:
         if diff:
             raise UserError(f"{out}: already holds a different run (differs in {', '.join(diff)});"
                             " choose another --out")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(not is_lock(p) for p in out.iterdir()):
         raise UserError(f"{out}: exists and is not a tuning run folder; choose another --out")
     else:
         write_json(config_file, wanted)

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from hear_contrastune.atomic import atomic_dir, write_text
-from hear_contrastune.comparison.layout import method_key
+from hear_contrastune.comparison.layout import SEARCH_DIR, method_key
 from hear_contrastune.comparison.report.document import (
     Block,
     Bullets,
@@ -46,6 +46,8 @@ from hear_contrastune.comparison.report.plots import (
     plot_training,
 )
 from hear_contrastune.comparison.report.tables import (
+    Cell,
+    Table,
     fold_table,
     geometry_table,
     results_tables,
@@ -150,6 +152,7 @@ def build_report(run: Run, plot_dir: Path) -> list[Block]:
             plot_training(by_method, task, plot_dir / name)
             blocks.append(Plot(f"plots/{name}", f"{task}: loss and validation score per "
                                 "epoch of each tuned method; one line style per seed."))
+    blocks += search_blocks(run.path)
     if run.options:
         blocks += [Heading(2, "Options"),
                    Paragraph("What `compare` was asked for (results.json's options): every "
@@ -158,6 +161,34 @@ def build_report(run: Run, plot_dir: Path) -> list[Block]:
     if run.notes:
         blocks += [Heading(2, "Notes"), Bullets(run.notes)]
     return blocks
+
+
+def search_blocks(run_dir: Path) -> list[Block]:
+    """`compare --search`: what each method's search found and what it cost, so a reader sees
+    that every method had the same budget."""
+    found = sorted(run_dir.glob(f"{SEARCH_DIR}/*/*/best.json"))
+    if not found:
+        return []
+    rows, params = [], []
+    for path in found:
+        doc = json.loads(path.read_text())
+        budget = doc["budget"]
+        rows.append([Cell(path.parent.parent.name), Cell(doc["method"]),
+                     Cell(f"{budget['trials']} ({budget['pruned']} pruned)"),
+                     Cell(str(budget["epochs_trained"])), Cell(f"{budget['seconds'] / 60:.1f}"),
+                     Cell(f"{doc['valid_score']:.3f}")])
+        params.append(f"{path.parent.parent.name} / {doc['method']}: " + ", ".join(
+            f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in doc["params"].items()))
+    table = Table(["task", "method", "trials", "epochs trained", "minutes", "best valid"],
+                  rows, [None] * 6, names=2)
+    return [Heading(2, "Hyperparameter search"),
+            Paragraph("Each tuned method's configuration came from `contrastune search` on valid "
+                      "(seeded TPE, successive-halving pruning on each epoch's valid score, the "
+                      "same trials, sampler seed and pruner for every method; a k-fold task "
+                      "searched on its first fold's roles, seed 0). Its best.json is what every "
+                      "seed then trained with. The test split was not read."),
+            TableBlock(table), Bullets(params)]
 
 
 def shots_blocks(records: list[Record], plot_dir: Path) -> list[Block]:

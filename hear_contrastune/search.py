@@ -1,0 +1,314 @@
+"""`contrastune search`: a pruned, seeded hyperparameter search on valid, with Optuna.
+
+The tuning defaults were set on one task, and a fair comparison tunes every method with the
+same effort; a grid that trains every configuration to the end is a day of CPU. Here a seeded
+TPE sampler proposes configurations and a successive-halving pruner, fed each epoch's valid
+selection score, stops a trial that lags the others at its rung. Only valid is read: a trial's
+value is the score its selection rule kept (`done.json`), and nothing opens the test split.
+
+    DIR/search.json      what is searched: task (by content), fold, method, seed, fixed options
+    DIR/study.journal    Optuna's journal: every trial, its parameters, its epoch scores
+    DIR/trials/NNNN/     each trial an ordinary `tune` run folder
+    DIR/trials.csv, DIR/best.json, DIR/search.png    rewritten after every trial
+
+Any number of processes (on machines sharing DIR) running the same command join one study: a
+trial is asked for under a lock, so exactly `trials` finish, and each proposal is a function of
+the seed and the study so far, not of the process. A trial whose process was killed is retried
+with the same parameters in its own folder, so its run resumes where it stopped.
+"""
+
+import csv
+import io
+import json
+import logging
+import math
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import optuna
+from tqdm import tqdm
+
+from hear_contrastune.atomic import atomic_path, read_json_or_none, write_json
+from hear_contrastune.data.samplers import fit_batch
+from hear_contrastune.data.task import load_task
+from hear_contrastune.errors import UserError
+from hear_contrastune.lock import exclusive
+from hear_contrastune.outputs import check_output_dir
+from hear_contrastune.training.config import HEAD_LR_SCALE, TuneConfig
+from hear_contrastune.training.loop import training_clips, tune
+from hear_contrastune.training.search_space import Param, searched
+
+log = logging.getLogger(__name__)
+SEARCH_FILE, JOURNAL_FILE, TRIALS_DIR = "search.json", "study.journal", "trials"
+ASK_LOCK = ".ask.lock"  # held while a process reads the study and asks for its next trial
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+# Successive halving: rungs at MIN_RESOURCE_FRACTION of the epochs, then x REDUCTION_FACTOR;
+# a trial continues past a rung only in the top 1 / REDUCTION_FACTOR of the trials there.
+REDUCTION_FACTOR = 3
+MIN_RESOURCE_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Search:
+    """One study: a base configuration (task, fold, method, seed, and the options fixed on the
+    command line) and the folder it lives in."""
+
+    base: TuneConfig
+    fixed: dict  # TuneConfig field -> value, given on the command line: not searched
+    out: Path
+    trials: int
+
+    @property
+    def params(self) -> list[Param]:
+        return searched(self.base.method, self.fixed)
+
+    def identity(self, task_key: str) -> dict:
+        """What makes two commands the same study (the trial count may grow between them)."""
+        base = {k: v for k, v in json.loads(json.dumps(asdict(self.base))).items()
+                if k != "task_dir"}
+        return json.loads(json.dumps({  # as search.json holds it
+            "task_key": task_key, "base": base, "fixed": sorted(self.fixed),
+            "space": [asdict(p) for p in self.params], "reduction_factor": REDUCTION_FACTOR}))
+
+
+def trial_config(search: Search, trial: optuna.trial.BaseTrial, targets) -> TuneConfig:
+    """The TuneConfig a trial runs: the base, with each searched parameter suggested."""
+    cfg, s = search.base, {}
+    for p in search.params:
+        if p.choices:
+            s[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+        else:
+            s[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
+    changes: dict = {}
+    if "backbone_lr" in s:
+        if cfg.backbone_lr_scale <= 0:
+            raise UserError("--backbone-lr-scale 0 freezes the backbone: fix --lr to search")
+        changes["lr"] = s["backbone_lr"] / cfg.backbone_lr_scale
+    if "head_lr_scale" in s:
+        changes["head_lr_scale"] = s["head_lr_scale"] * HEAD_LR_SCALE[cfg.method]
+    for name in ("weight_decay", "temperature"):
+        if name in s:
+            changes[name] = s[name]
+    if "warmup_fraction" in s:
+        changes["warmup_epochs"] = round(s["warmup_fraction"] * cfg.epochs, 3)
+    if "batch_size" in s or "m_per_class" in s:  # aimed for, then fitted to the task
+        shape = fit_batch(targets, None, None, s.get("batch_size", cfg.batch_size or 64),
+                          s.get("m_per_class", cfg.m_per_class or 4))
+        changes["batch_size"], changes["m_per_class"] = shape.batch_size, shape.m
+    if s.get("xbm_batches"):
+        changes["xbm_size"] = s["xbm_batches"] * 2 * changes.get("batch_size", cfg.batch_size)
+    elif "xbm_batches" in s:
+        changes["xbm_size"] = 0
+    return replace(cfg, **changes)
+
+
+def study_for(search: Search, task_key: str) -> optuna.Study:
+    """Create DIR's study, or join it if it is this same search; refuse another search's."""
+    identity = search.identity(task_key)
+    held = read_json_or_none(search.out / SEARCH_FILE)
+    if held is None:
+        write_json(search.out / SEARCH_FILE, identity)
+    elif held != identity:
+        differ = sorted(k for k in identity if held.get(k) != identity[k])
+        raise UserError(f"--out {search.out}: holds another search (differs in "
+                        f"{', '.join(differ)}); choose another --out")
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(search.out / JOURNAL_FILE)))
+    epochs = search.base.epochs
+    pruner = optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=max(1, round(MIN_RESOURCE_FRACTION * epochs)),
+        reduction_factor=REDUCTION_FACTOR)
+    return optuna.create_study(study_name="search", storage=storage, direction="maximize",
+                               pruner=pruner, load_if_exists=True)
+
+
+def proposal_sampler(seed: int, asked: int, trials: int) -> optuna.samplers.TPESampler:
+    """TPE seeded by (seed, trials asked so far): a proposal depends on the study, not on which
+    process asks, so two processes never draw the same random start. Random starts: a third of
+    the budget, 3 to 10 trials."""
+    return optuna.samplers.TPESampler(seed=seed * 100_003 + asked,
+                                      n_startup_trials=min(10, max(3, trials // 3)))
+
+
+def run_search(search: Search, device: str | None, workers: int,
+               say: Callable[[str], None] = lambda _: None) -> dict:
+    """Join (or start) the study and run trials until `trials` have finished; the best."""
+    cfg = search.base
+    task = load_task(cfg.task_dir)
+    check_output_dir(search.out, "--out", [task.path])
+    targets = training_clips(cfg, task).targets  # checks the base run, fits trial batches
+    search.out.mkdir(parents=True, exist_ok=True)
+    with exclusive(search.out, name=ASK_LOCK, wait=True):
+        study = study_for(search, task.content_key())
+    bar = tqdm(total=search.trials, desc="search", unit="trial")
+    while True:
+        with ExitStack() as owned:
+            with exclusive(search.out, name=ASK_LOCK, wait=True):
+                retry_orphans(search, study)
+                finished = len(study.get_trials(states=FINISHED))
+                running = len(study.get_trials(states=(optuna.trial.TrialState.RUNNING,)))
+                bar.update(finished - bar.n)
+                if finished + running >= search.trials:
+                    break
+                study.sampler = proposal_sampler(cfg.seed, len(study.trials), search.trials)
+                trial = study.ask()
+                folder = search.out / TRIALS_DIR / trial.user_attrs.get(
+                    "folder", f"{trial.number:04d}")
+                trial.set_user_attr("folder", folder.name)
+                # held while this process runs the trial: others see it is alive
+                owned.enter_context(exclusive(folder.parent, name=f".{folder.name}.lock"))
+            run_trial(search, study, trial, folder, targets, device, workers, say)
+        with exclusive(search.out, name=ASK_LOCK, wait=True):
+            write_outputs(search, study)
+    bar.close()
+    with exclusive(search.out, name=ASK_LOCK, wait=True):
+        return write_outputs(search, study)
+
+
+def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, folder: Path, targets,
+              device: str | None, workers: int, say: Callable[[str], None]) -> None:
+    """Train one trial's run, reporting each epoch's valid score to the pruner; tell the study
+    how it ended. A retried trial reports the epochs its folder already holds first."""
+    cfg = trial_config(search, trial, targets)
+    say(f"trial {trial.number} ({folder.name}): "
+        + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in trial.params.items()))
+
+    def on_epoch(epoch: int, score: float) -> None:
+        trial.report(score, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    try:
+        for epoch, score in logged_scores(folder):
+            on_epoch(epoch, score)
+        tune(cfg, folder, device, workers, on_epoch)
+    except optuna.TrialPruned:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        say(f"trial {trial.number}: pruned")
+        return
+    except Exception:  # Ctrl-C and SIGTERM leave it running: the rerun resumes it
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise
+    value = json.loads((folder / "done.json").read_text())["select_score"]
+    study.tell(trial, value)
+    say(f"trial {trial.number}: valid {value:.4f}")
+
+
+def logged_scores(folder: Path) -> list[tuple[int, float]]:
+    """(epoch, valid score) of the epochs a trial's folder already finished (epoch 0 is the
+    untuned encoder, not a rung)."""
+    path = folder / "epochs.csv"
+    if not (folder / "state.pt").exists() or not path.is_file():
+        return []
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    return [(int(r["epoch"]), float(r["valid_knn"])) for r in rows if int(r["epoch"]) > 0]
+
+
+def retry_orphans(search: Search, study: optuna.Study) -> None:
+    """A running trial whose process is gone (its owner lock is free) failed: queue its
+    parameters again, in its folder, so the next trial asked resumes it."""
+    trials_dir = search.out / TRIALS_DIR
+    for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+        name = t.user_attrs.get("folder", f"{t.number:04d}")
+        try:
+            with exclusive(trials_dir, name=f".{name}.lock"):
+                pass
+        except UserError:
+            continue  # its process is alive
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"folder": name})
+        log.info("trial %d (%s): its process ended; retrying it where it stopped", t.number, name)
+
+
+def write_outputs(search: Search, study: optuna.Study) -> dict:
+    """trials.csv, best.json and search.png from the study as it stands; the best (or {})."""
+    trials = study.get_trials(deepcopy=False)
+    names = [p.name for p in search.params]
+    rows = []
+    for t in trials:
+        steps = sorted(t.intermediate_values)
+        rows.append({"trial": t.number, "folder": t.user_attrs.get("folder", ""),
+                     "state": t.state.name.lower(),
+                     "value": "" if t.value is None else f"{t.value:.6f}",
+                     "last_epoch": steps[-1] if steps else 0,
+                     "last_score": f"{t.intermediate_values[steps[-1]]:.6f}" if steps else "",
+                     "seconds": f"{t.duration.total_seconds():.1f}" if t.duration else "",
+                     **{n: t.params.get(n, "") for n in names}})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["trial", "folder", "state", "value", "last_epoch",
+                                              "last_score", "seconds", *names])
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(search.out / "trials.csv") as tmp:
+        tmp.write_text(text.getvalue())
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return {}
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    run_cfg = json.loads((search.out / TRIALS_DIR / best.user_attrs["folder"]
+                          / "config.json").read_text())
+    tuning = {f.name: run_cfg[f.name] for f in fields(TuneConfig)
+              if f.name not in ("task_dir", "fold", "seed", "method", "shots")}
+    doc = {"method": search.base.method, "trial": best.number, "valid_score": best.value,
+           "params": best.params, "config": tuning,
+           "budget": {"trials": len([t for t in trials if t.state in FINISHED]),
+                      "complete": len(complete),
+                      "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+                      "epochs_trained": sum(max(t.intermediate_values, default=0)
+                                            for t in trials),
+                      "seconds": round(sum(t.duration.total_seconds() for t in trials
+                                           if t.duration), 1)}}
+    write_json(search.out / "best.json", doc)
+    plot_search(search, study, search.out / "search.png")
+    return doc
+
+
+def plot_search(search: Search, study: optuna.Study, path: Path) -> None:
+    """Valid score per trial (pruned trials at their last score, marked) beside each searched
+    parameter's importance (fANOVA over the complete trials)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = study.get_trials(deepcopy=False)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    complete = [(t.number, t.value) for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = [(t.number, t.intermediate_values[max(t.intermediate_values)]) for t in trials
+              if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
+    if complete:
+        left.scatter(*zip(*complete, strict=True), label="complete", color="tab:blue")
+        best, running = [], -math.inf
+        for n, v in sorted(complete):
+            running = max(running, v)
+            best.append((n, running))
+        left.step(*zip(*best, strict=True), where="post", color="tab:blue", alpha=0.5,
+                  label="best so far")
+    if pruned:
+        left.scatter(*zip(*pruned, strict=True), marker="x", color="tab:red",
+                     label="pruned (last score)")
+    left.set(xlabel="trial", ylabel="valid score (selection)",
+             title=f"{search.base.method} on {Path(search.base.task_dir).name}")
+    left.legend(loc="best")
+    importances = {}
+    if len(complete) >= 3:
+        try:
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        except (RuntimeError, ValueError):
+            importances = {}
+    if importances:
+        names = list(importances)[::-1]
+        right.barh(names, [importances[n] for n in names], color="tab:green")
+        right.set(xlabel="importance (fANOVA)", title="what mattered")
+    else:
+        right.text(0.5, 0.5, "importances need 3 complete trials\nwith varying parameters",
+                   ha="center", va="center")
+        right.set_axis_off()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

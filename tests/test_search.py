@@ -1,0 +1,133 @@
+"""`contrastune search` on a small real task: it prunes, writes a best.json that `tune --config`
+runs, reads no test split, and two processes on one study finish exactly the trials asked for,
+none twice."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import eval_tasks
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIAL = ("--epochs", "2", "--device", "cpu")
+
+
+def contrastune(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    return out + err
+
+
+@pytest.fixture(scope="module")
+def full_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return eval_tasks.build("gm-program", tmp_path_factory.mktemp("tasks"), size="small")
+
+
+@pytest.fixture(scope="module")
+def task(full_task: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small gm-program task without its test audio: a search must never need it."""
+    task_dir = Path(shutil.copytree(full_task, tmp_path_factory.mktemp("no-test") / full_task.name))
+    shutil.rmtree(task_dir / "16000" / "test")
+    return task_dir
+
+
+def trials(search: Path) -> list[dict]:
+    return list(csv.DictReader((search / "trials.csv").open()))
+
+
+def test_search_prunes_and_its_best_config_tunes(task, tmp_path):
+    search = tmp_path / "search"
+    log = finish(contrastune("search", "--task-dir", str(task), "--out", str(search),
+                             "--trials", "4", *TRIAL))
+    rows = trials(search)
+    assert [r["state"] for r in rows].count("pruned") >= 1, rows
+    assert len(rows) == 4 and all(r["state"] in ("complete", "pruned") for r in rows)
+    best = json.loads((search / "best.json").read_text())
+    complete = [r for r in rows if r["state"] == "complete"]
+    assert best["valid_score"] == max(float(r["value"]) for r in complete)
+    assert best["budget"]["trials"] == 4 and (search / "search.png").stat().st_size > 10_000
+    # a pruned trial stopped at its rung: fewer epochs than the budget
+    pruned = next(r for r in rows if r["state"] == "pruned")
+    assert int(pruned["last_epoch"]) < 2
+    assert "trial 3" in log
+    run = tmp_path / "refit"
+    finish(contrastune("tune", "--config", str(search / "best.json"), "--task-dir", str(task),
+                       "--out", str(run), "--epochs", "1", "--device", "cpu"))
+    held = json.loads((run / "config.json").read_text())
+    for key in ("lr", "temperature", "weight_decay", "batch_size", "m_per_class", "xbm_size"):
+        assert held[key] == best["config"][key], key
+    assert held["epochs"] == 1  # the command line wins over the file
+    # a second search command with other fixed options on the same folder is refused
+    other = contrastune("search", "--task-dir", str(task), "--out", str(search), "--trials",
+                        "4", "--temperature", "0.2", *TRIAL)
+    _, err = other.communicate(timeout=300)
+    assert other.returncode == 2 and "holds another search" in err
+
+    # two processes join the same study and take it to 6 trials: exactly 6 finish, each in
+    # its own folder, none trained twice
+    both = [contrastune("search", "--task-dir", str(task), "--out", str(search), "--trials",
+                        "6", *TRIAL) for _ in range(2)]
+    for proc in both:
+        finish(proc)
+    rows = trials(search)
+    assert len(rows) == 6 and all(r["state"] in ("complete", "pruned") for r in rows)
+    assert len({r["folder"] for r in rows}) == 6
+    for row in rows:
+        epochs = [line.split(",")[0] for line in
+                  (search / "trials" / row["folder"] / "epochs.csv").read_text().splitlines()[1:]]
+        assert len(epochs) == len(set(epochs)), row  # one writer per trial folder
+
+
+def test_compare_search_trains_every_seed_with_what_the_search_found(full_task, tmp_path):
+    run = tmp_path / "cmp"
+    finish(contrastune("compare", "--tasks-dir", str(full_task), "--out", str(run), "--methods",
+                       "finetune,contrastive", "--seeds", "1", "--probes", "knn", "--search",
+                       "2", "--epochs", "1", "--temperature", "0.2", "--device", "cpu"))
+    for method in ("finetune", "contrastive"):
+        best = json.loads((run / "search" / "gm-program" / method / "best.json").read_text())
+        assert best["budget"]["trials"] == 2
+        held = json.loads((run / "models" / "gm-program" / f"{method}-seed0" / "config.json")
+                          .read_text())
+        for key in ("lr", "head_lr_scale", "weight_decay", "warmup_epochs", "batch_size"):
+            assert held[key] == best["config"][key], (method, key)
+        assert "temperature" not in best["params"]  # given on the command line: fixed
+    assert held["temperature"] == 0.2
+    report = (run / "report.md").read_text()
+    assert "## Hyperparameter search" in report and "2 (" in report
+
+
+def test_a_killed_search_resumes_its_trial_where_it_stopped(task, tmp_path):
+    search = tmp_path / "search"
+    args = ("search", "--task-dir", str(task), "--out", str(search), "--trials", "2",
+            "--epochs", "3", "--device", "cpu")
+    first = contrastune(*args)
+    epochs = search / "trials" / "0000" / "epochs.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None:
+        if (search / "trials" / "0000" / "state.pt").exists():
+            break
+        time.sleep(0.2)
+    assert first.poll() is None, "the first trial finished before it could be killed"
+    first.kill()  # SIGKILL: no clean-up of any kind
+    first.wait()
+    finish(contrastune(*args))
+    rows = trials(search)
+    assert [r["state"] for r in rows][0] == "fail"  # the killed process's trial
+    retried = [r for r in rows[1:] if r["folder"] == "0000"]
+    assert len(retried) == 1 and retried[0]["state"] in ("complete", "pruned")
+    assert {k: v for k, v in retried[0].items() if k in ("backbone_lr", "temperature")} == \
+        {k: v for k, v in rows[0].items() if k in ("backbone_lr", "temperature")}
+    logged = [line.split(",")[0] for line in epochs.read_text().splitlines()[1:]]
+    assert logged == sorted(set(logged), key=int)  # resumed, not retrained: no epoch twice
+    assert sum(r["state"] in ("complete", "pruned") for r in rows) == 2
