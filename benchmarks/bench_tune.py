@@ -46,12 +46,10 @@ from torch.profiler import ProfilerActivity, profile
 
 import eval_tasks
 from hear_contrastune.backbones import build_backbone
-from hear_contrastune.data.hear_format import roles_for_fold
-from hear_contrastune.data.loading import ClipDataset
 from hear_contrastune.data.task import load_task
 from hear_contrastune.data.views import random_view
 from hear_contrastune.training.config import TuneConfig
-from hear_contrastune.training.loop import tune
+from hear_contrastune.training.loop import training_clips, tune
 from hear_contrastune.training.run_log import read_csv
 from hear_contrastune.training.selection import choose_epoch, stop_epoch
 
@@ -73,13 +71,11 @@ FAMILIES = {"LSTM": ("resemblyzer", 128), "conv": ("crepe-tiny", 8),
 
 
 def default_views(task_dir: Path, cfg: TuneConfig) -> torch.Tensor:
-    """One training batch's views as the loop makes them: batch_size crops x 2 random views."""
-    backbone_rate = build_backbone(cfg.backbone).sample_rate
-    task = load_task(task_dir, backbone_rate)
-    seconds = cfg.clip_seconds or task.duration or 4.0
-    train = ClipDataset(task, roles_for_fold(task, cfg.fold)["train"],
-                        round(seconds * task.sample_rate), cfg.seed)
-    x = torch.stack([train[i][0] for i in range(cfg.batch_size)])
+    """One training batch's views as the loop makes them: the run's batch (fitted to the task as
+    `tune` fits it) of crops x 2 random views."""
+    task = load_task(task_dir, build_backbone(cfg.backbone).sample_rate)
+    clips = training_clips(cfg, task)
+    x = torch.stack([clips.train[i][0] for i in range(clips.cfg.batch_size)])
     gen = torch.Generator().manual_seed(cfg.seed)
     return torch.cat([random_view(x, cfg.augment, gen), random_view(x, cfg.augment, gen)])
 
@@ -176,7 +172,7 @@ def main(task_dir: Path | None, epochs: int, reps: int, end_to_end: bool, seeds:
 def limit_and_loop(cfg: TuneConfig, epochs: int, reps: int, tmp: Path) -> None:
     views = default_views(Path(cfg.task_dir), cfg)
     backbone = build_backbone(cfg.backbone)
-    print(f"\ndefault batch: {cfg.batch_size} clips x 2 views of {views.shape[1]} samples, "
+    print(f"\ndefault batch: {len(views) // 2} clips x 2 views of {views.shape[1]} samples, "
           f"backbone {cfg.backbone}, precision {cfg.precision}")
     bf16 = cfg.precision == "bf16"
     before = fwd_bwd_rate(backbone, views, bf16)
