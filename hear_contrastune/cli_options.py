@@ -100,6 +100,10 @@ def tuning_options(d: TuneConfig) -> tuple[Callable, ...]:
                           "untuned encoder, included), the last, or the best of the valid curve "
                           "smoothed by a centred 3-epoch mean (less swayed by a lucky epoch on a "
                           "small valid split)."),
+        click.option("--patience", default=d.patience, show_default=True,
+                     type=click.IntRange(min=0),
+                     help="Stop once the --select score has not improved for this many epochs "
+                          "(done.json says so; 0: run every epoch)."),
     )
 
 

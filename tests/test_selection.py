@@ -25,7 +25,13 @@ from hear_contrastune.training.config import SELECT_RULES, TuneConfig
 from hear_contrastune.training.loop import make_schedule, tune
 from hear_contrastune.training.objective import targets_for
 from hear_contrastune.training.run_log import read_csv
-from hear_contrastune.training.selection import Selection, choose_epoch, small_valid_warning
+from hear_contrastune.training.selection import (
+    Selection,
+    choose_epoch,
+    small_valid_warning,
+    stalled,
+    stop_epoch,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A learning rate high enough that the tiny task's valid curve goes up and down, so the three
@@ -79,6 +85,18 @@ def test_choose_epoch_on_a_curve_where_the_rules_differ() -> None:
     assert choose_epoch("smoothed", [0.5], finished=False) == (0, 0.5)
     with pytest.raises(ValueError, match="selection rule"):
         choose_epoch("median", curve, finished=True)
+
+
+def test_patience_counts_epochs_since_the_rules_own_best() -> None:
+    curve = [0.5, 0.9, 0.6, 0.8, 0.8, 0.7]  # smoothed: .7 .667 .767 .733 .767 .75
+    assert stop_epoch("best", curve, 2) == 3  # best at 1, no better at 2 and 3
+    assert stop_epoch("last", curve, 2) == 3  # "last" has no best of its own: the raw curve's
+    assert stop_epoch("best", curve, 5) == 5 and stop_epoch("best", curve, 0) == 5  # never
+    # smoothed, while running: epoch 2's mean needs epoch 3, so after epoch 2 the candidates
+    # are epochs 0 (.7) and 1 (.667 over epochs 0-2): the best is 2 epochs old
+    assert stop_epoch("smoothed", curve, 2) == 2
+    assert stalled("best", [0.5, 0.5, 0.5], 2)  # a tie is no improvement
+    assert not stalled("best", [0.5, 0.5, 0.5], 3) and not stalled("best", [0.5, 0.5, 0.5], 0)
 
 
 def test_each_rule_keeps_the_epoch_it_claims(runs, program_task) -> None:
@@ -196,7 +214,8 @@ def test_killed_run_resumes_to_the_same_choice_and_schedule(program_task, tmp_pa
     for name in ("epochs.csv", "steps.csv"):
         with open(whole / name) as a, open(killed / name) as b:
             rows_a, rows_b = list(csv.DictReader(a)), list(csv.DictReader(b))
-        drop = {"seconds", "clips_per_s"}  # timings differ; everything else is the same run
+        # timings differ; everything else is the same run
+        drop = {"seconds", "clips_per_s", "select_seconds"}
         assert ([{k: v for k, v in r.items() if k not in drop} for r in rows_a]
                 == [{k: v for k, v in r.items() if k not in drop} for r in rows_b])
     whole_done, killed_done = (json.loads((run / "done.json").read_text())

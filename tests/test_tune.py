@@ -54,7 +54,7 @@ def test_tune_writes_a_hear_checkpoint_and_logs(program_task, tmp_path):
     assert time.time() - t0 < 30
     # so is one begun before an option existed: it ran with that option's default
     config = json.loads((run / "config.json").read_text())
-    for added in ("select", "warmup_epochs", "xbm_size"):
+    for added in ("select", "warmup_epochs", "xbm_size", "patience"):
         del config[added]
     (run / "config.json").write_text(json.dumps(config))
     assert tune(small_config(program_task), run, device="cpu") == best
@@ -97,6 +97,64 @@ def test_killed_run_resumes_from_its_last_epoch(program_task, tmp_path):
     with open(run / "steps.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f)]
     assert steps == sorted(set(steps))  # no step logged twice across the kill
+
+
+def flat_run(task_dir, out):
+    """A run whose valid curve is flat from the start: the backbone learns at rate 0 (valid kNN
+    scores the backbone alone) while the projection head trains, so the optimiser state and the
+    views still have to resume exactly."""
+    return [sys.executable, "-m", "cli", "tune", "--task-dir", str(task_dir), "--out", str(out),
+            "--epochs", "6", "--batch-size", "8", "--m-per-class", "2",
+            "--backbone-lr-scale", "0", "--patience", "2", "--device", "cpu"]
+
+
+def rows(path, drop=("seconds", "clips_per_s", "select_seconds")):
+    """A metrics CSV without its timings: what a resumed run must reproduce exactly."""
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+
+
+def test_patience_stops_a_flat_run_and_a_killed_one_resumes_to_the_same_end(program_task,
+                                                                            tmp_path):
+    root = os.path.dirname(os.path.dirname(__file__))
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    done = subprocess.run(flat_run(program_task, whole), cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert epochs_logged(whole) == [0, 1, 2]  # no better than epoch 0 for 2 epochs: stopped
+    result = json.loads((whole / "done.json").read_text())
+    assert result["stopped_early"] and result["last_epoch"] == 2 and result["best_epoch"] == 0
+    assert torch.load(whole / "state.pt", weights_only=True)["stopped"]
+
+    proc = subprocess.Popen(flat_run(program_task, killed), cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "state.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "done.json").exists()
+    done = subprocess.run(flat_run(program_task, killed), cwd=root, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("epochs.csv", "steps.csv"):
+        assert rows(killed / name) == rows(whole / name)
+    killed_result = json.loads((killed / "done.json").read_text())
+    for key in ("best_epoch", "best_valid_knn", "select_score", "stopped_early", "last_epoch"):
+        assert killed_result[key] == result[key]
+    states = [torch.load(run / "state.pt", weights_only=True) for run in (whole, killed)]
+    for k, v in states[0]["head"].items():  # the head trained: its weights must match exactly
+        torch.testing.assert_close(states[1]["head"][k], v, rtol=0, atol=0)
+
+    # killed after state.pt recorded the stop but before done.json: the resumed run trains no
+    # further epoch and ends as the uninterrupted one did
+    steps = rows(whole / "steps.csv")
+    (whole / "done.json").unlink()
+    done = subprocess.run(flat_run(program_task, whole), cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert epochs_logged(whole) == [0, 1, 2] and rows(whole / "steps.csv") == steps
+    again = json.loads((whole / "done.json").read_text())
+    assert {k: v for k, v in again.items() if k != "seconds"} == {
+        k: v for k, v in result.items() if k != "seconds"}
 
 
 def test_finetune_head_learns_at_its_own_rate_and_is_scored_on_valid(program_task, tmp_path):

@@ -76,6 +76,15 @@ class TuneConfig:
     # or the best of the valid curve "smoothed" by a centred 3-epoch moving average. "best"
     # until a study (benchmarks/tuning_study.py) measures otherwise
     select: str = "best"
+    # stop once the selection score (the one --select chooses by) has not improved for this many
+    # epochs; the learning-rate schedule still spans --epochs, so a stopped run's epochs are
+    # those of the full run, and its kept epoch is the full run's unless that came later.
+    # 0: never stop early (the behaviour before the option). 6: the smallest patience that kept
+    # the same epoch in every valid curve we have (two 30-epoch gm-program runs at the old
+    # defaults, seeds 0 and 1, kept epochs 19 and 23; patience 3-5 would have cut seed 1 short
+    # of epoch 23; `python benchmarks/bench_tune.py --curves DIR`, logs and output in
+    # benchmarks/results/). Thin evidence, one task: widen it when the tuning study has run.
+    patience: int = 6
     # contrastive only: a cross-batch memory of this many recent (global) embeddings, each view
     # one, extends every anchor's negatives beyond its batch (training.losses); 0: off
     xbm_size: int = 0

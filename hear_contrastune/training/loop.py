@@ -11,6 +11,13 @@ never returns something worse on valid than what it started from.
 
 Run folder: config.json (what defines the run), state.pt (resume point, rewritten every epoch),
 best.pt, steps.csv / epochs.csv (and TensorBoard), done.json (written last: the run finished).
+With --patience N the run ends once the selection score has not improved for N epochs
+(training.selection.stalled); state.pt records that decision, so a run killed while stopping
+ends on resume, as an uninterrupted one did.
+
+The epoch's steps carry torch.profiler labels (sampler, views, forward, loss, backward,
+optimiser, log, select; the DataLoader labels its own), which benchmarks/bench_tune.py reads to say
+where an epoch's time goes.
 """
 
 import json
@@ -26,6 +33,7 @@ import numpy as np
 import torch
 from pytorch_metric_learning.losses import CrossBatchMemory
 from torch import Tensor, nn
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from hear_contrastune.atomic import write_json
@@ -57,7 +65,12 @@ from hear_contrastune.training.linear_head import fit_linear_head
 from hear_contrastune.training.objective import make_head, make_loss, targets_for
 from hear_contrastune.training.pairs import jaccard_similarity
 from hear_contrastune.training.run_log import RunLog, read_csv
-from hear_contrastune.training.selection import Selection, choose_epoch, small_valid_warning
+from hear_contrastune.training.selection import (
+    Selection,
+    choose_epoch,
+    small_valid_warning,
+    stalled,
+)
 from hear_contrastune.training.state import TrainingState
 
 log = logging.getLogger(__name__)
@@ -116,21 +129,28 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None,
         start(run)
         t_start = time.time()
         for epoch in range(run.state.epoch + 1, run.cfg.epochs + 1):
+            if run.state.stopped:  # resumed after the epoch that ran out of patience
+                break
             t0 = time.time()
             losses = train_one_epoch(run, epoch)
+            seconds = time.time() - t0
             # every rank's view-generator state, so a resumed run draws the same views on each
             run.state.generators = distributed.gather_objects(run.gen.get_state(), run.ranks)
             if run.ranks.main:
-                evaluate_and_save(run, epoch, losses, time.time() - t0)
+                evaluate_and_save(run, epoch, losses, seconds)
                 if on_epoch is not None:
                     on_epoch(epoch, run.scores[epoch])
-            distributed.barrier(run.ranks)
+            # rank 0 alone scores valid: every rank takes its decision to stop (a barrier too)
+            run.state.stopped = distributed.gather_objects(run.state.stopped, run.ranks)[0]
         if run.ranks.main:
             epoch = run.state.best_epoch
             write_json(out / "done.json", {"best_epoch": epoch,
                                            "best_valid_knn": run.scores[epoch],
                                            "selected_by": run.cfg.select,
                                            "select_score": run.state.best,
+                                           "stopped_early": run.state.stopped,
+                                           "last_epoch": run.state.epoch,
+                                           "patience": run.cfg.patience,
                                            "seconds": time.time() - t_start,
                                            "processes": run.ranks.world})
         distributed.barrier(run.ranks)
@@ -215,6 +235,8 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int,
         raise UserError(f"method {cfg.method!r}: choose from {', '.join(METHODS)}")
     if cfg.select not in SELECT_RULES:
         raise UserError(f"--select {cfg.select!r}: choose from {', '.join(SELECT_RULES)}")
+    if cfg.patience < 0:
+        raise UserError(f"--patience {cfg.patience}: must be 0 (off) or more epochs")
     if cfg.warmup_epochs < 0 or (cfg.warmup_epochs and cfg.warmup_epochs >= cfg.epochs):
         raise UserError(f"--warmup-epochs {cfg.warmup_epochs:g}: must be at least 0 and less "
                         f"than --epochs {cfg.epochs}")
@@ -285,7 +307,8 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int,
         scaler=torch.amp.GradScaler(enabled=amp == torch.float16),
         gen=torch.Generator(device=device).manual_seed(cfg.seed * 1000 + ranks.rank),
         state=TrainingState(backbone, head, optimizer, schedule),
-        log=RunLog(out, ["loss", "lr", "clips_per_s"], ["loss", *valid_fields, "seconds"])
+        log=RunLog(out, ["loss", "lr", "clips_per_s"],
+                   ["loss", *valid_fields, "seconds", "clips_per_s", "select_seconds"])
         if ranks.main else None,
     )
 
@@ -326,9 +349,11 @@ def start(run: Run) -> None:
                                 "restart the run")
             remember_weights(run)
     elif run.ranks.main:
+        t0 = time.time()
         valid = evaluate(run)
         run.log.resume_after(-1)
-        run.log.epoch(0, loss="", **valid, seconds=0.0)
+        run.log.epoch(0, loss="", **valid, seconds=0.0, clips_per_s="",
+                      select_seconds=time.time() - t0)
         run.scores = [valid["valid_knn"]]
         run.state.best_epoch, run.state.best = choose_epoch(run.cfg.select, run.scores,
                                                             finished=run.cfg.epochs == 0)
@@ -341,8 +366,10 @@ def train_one_epoch(run: Run, epoch: int) -> list[float]:
     share of every global batch."""
     cfg, state = run.cfg, run.state
     run.step_fn.train()
-    sampler = make_sampler(run.train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed + epoch)
-    batches = [run.ranks.share(batch) for batch in sampler]
+    with record_function("sampler"):
+        sampler = make_sampler(run.train_targets, cfg.batch_size, cfg.m_per_class,
+                               cfg.seed + epoch)
+        batches = [run.ranks.share(batch) for batch in sampler]
     run.train.epoch = epoch  # seeds this epoch's crops
     if isinstance(run.loss_fn, CrossBatchMemory):  # state.pt holds no memory, so every epoch
         run.loss_fn.reset_queue()                  # starts empty, resumed or not
@@ -354,28 +381,34 @@ def train_one_epoch(run: Run, epoch: int) -> list[float]:
     for i, (x, idx) in enumerate(bar):
         x = x.to(run.device, non_blocking=True)
         y = run.train_targets[idx.to(run.train_targets.device)]
-        without_negatives += not has_negative_pair(y)
-        views = torch.cat([random_view(x, cfg.augment, run.gen),
-                           random_view(x, cfg.augment, run.gen)])
-        with torch.autocast(run.device.split(":")[0], dtype=run.amp, enabled=run.amp is not None):
+        with record_function("views"):
+            without_negatives += not has_negative_pair(y)
+            views = torch.cat([random_view(x, cfg.augment, run.gen),
+                               random_view(x, cfg.augment, run.gen)])
+        with record_function("forward"), torch.autocast(run.device.split(":")[0], dtype=run.amp,
+                                                        enabled=run.amp is not None):
             z = run.step_fn(views)
-        z = distributed.gather(z.float(), run.ranks)  # the loss sees the global batch
-        loss = run.loss_fn(z, distributed.gather(torch.cat([y, y]), run.ranks))
-        run.scaler.scale(loss / cfg.accumulate).backward()
+        with record_function("loss"):
+            z = distributed.gather(z.float(), run.ranks)  # the loss sees the global batch
+            loss = run.loss_fn(z, distributed.gather(torch.cat([y, y]), run.ranks))
+        with record_function("backward"):
+            run.scaler.scale(loss / cfg.accumulate).backward()
         if (i + 1) % cfg.accumulate == 0:
-            if cfg.grad_clip > 0:  # recurrent backbones blow up without it; the head's
-                run.scaler.unscale_(state.optimizer)  # gradient is left alone, so it still learns
-                nn.utils.clip_grad_norm_(run.backbone.parameters(), cfg.grad_clip)
-            run.scaler.step(state.optimizer)
-            run.scaler.update()
-            state.optimizer.zero_grad(set_to_none=True)
-            state.schedule.step()
-        losses.append(loss.item())
-        clips_per_s = (i + 1) * cfg.batch_size * 2 / (time.time() - t0)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", clips_s=f"{clips_per_s:.0f}")
-        if run.log:
-            run.log.step(epoch, (epoch - 1) * len(batches) + i, loss=losses[-1],
-                         lr=state.schedule.get_last_lr()[0], clips_per_s=clips_per_s)
+            with record_function("optimiser"):
+                if cfg.grad_clip > 0:  # recurrent backbones blow up without it; the head's
+                    run.scaler.unscale_(state.optimizer)  # gradient is left alone: it learns
+                    nn.utils.clip_grad_norm_(run.backbone.parameters(), cfg.grad_clip)
+                run.scaler.step(state.optimizer)
+                run.scaler.update()
+                state.optimizer.zero_grad(set_to_none=True)
+                state.schedule.step()
+        with record_function("log"):
+            losses.append(loss.item())
+            clips_per_s = (i + 1) * cfg.batch_size * 2 / (time.time() - t0)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", clips_s=f"{clips_per_s:.0f}")
+            if run.log:
+                run.log.step(epoch, (epoch - 1) * len(batches) + i, loss=losses[-1],
+                             lr=state.schedule.get_last_lr()[0], clips_per_s=clips_per_s)
     state.optimizer.zero_grad(set_to_none=True)  # a partial accumulation does not carry over
     if run.ranks.main and without_negatives > len(batches) / 2:
         log.warning("epoch %d: %d of %d batches had no negative pair (every clip shares a label "
@@ -392,23 +425,33 @@ def has_negative_pair(labels: Tensor) -> bool:
 
 def evaluate(run: Run) -> dict[str, float]:
     """This epoch's valid scores of the backbone alone (training.selection)."""
-    return run.selection(run.backbone, run.classifier)
+    with record_function("select"):
+        return run.selection(run.backbone, run.classifier)
 
 
 def evaluate_and_save(run: Run, epoch: int, losses: list[float], seconds: float) -> None:
-    """Rank 0, after an epoch: score valid, log, keep the chosen epoch's checkpoint, write the
-    state.
+    """Rank 0, after an epoch that trained for `seconds`: score valid, log, decide whether to
+    stop, keep the chosen epoch's checkpoint, write the state.
 
     state.best / best_epoch hold the rule's choice so far and the score it was chosen by (the
     smoothed one for "smoothed"). The choice moves only to this epoch or, for "smoothed", to the
     one before it, whose weights `remember_weights` kept."""
+    cfg, t0 = run.cfg, time.time()
     valid = evaluate(run)
-    run.log.epoch(epoch, loss=float(np.mean(losses)), **valid, seconds=seconds)
+    # clips/s counts views (two per clip) over the epoch's training wall time, everything in it
+    run.log.epoch(epoch, loss=float(np.mean(losses)), **valid, seconds=seconds,
+                  clips_per_s=len(losses) * cfg.batch_size * 2 / seconds,
+                  select_seconds=time.time() - t0)
     tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  "
                + "  ".join(f"{k} {v:.4f}" for k, v in valid.items()))
     run.scores.append(valid["valid_knn"])
     state = run.state
-    chosen, state.best = choose_epoch(run.cfg.select, run.scores, finished=epoch == run.cfg.epochs)
+    state.stopped = epoch < cfg.epochs and stalled(cfg.select, run.scores, cfg.patience)
+    if state.stopped:
+        log.info("epoch %d: the %s valid score has not improved for %d epochs (--patience); "
+                 "stopping", epoch, cfg.select, cfg.patience)
+    chosen, state.best = choose_epoch(cfg.select, run.scores,
+                                      finished=epoch == cfg.epochs or state.stopped)
     if chosen != state.best_epoch:
         state.best_epoch = chosen
         if chosen == epoch:
@@ -478,7 +521,13 @@ def open_run(out: Path, cfg: TuneConfig, task_key: str) -> None:
 
 
 def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
-    """The autocast dtype for --precision; mixed precision is a CUDA feature here."""
+    """The autocast dtype for --precision; mixed precision is a CUDA feature here.
+
+    Not on the CPU, though its AVX-512 BF16 would run it: bf16 autocast was measured slower than
+    fp32 for backbone forward + backward of every family on the 2-core CPU
+    (benchmarks/bench_tune.py, benchmarks/results/bench_tune.txt: Resemblyzer's LSTM, CREPE
+    tiny's convolutions, tiny wav2vec2 and AST transformers), nowhere near the 1.3x that would
+    pay for checking its valid kNN."""
     if precision == "fp32":
         return None
     if precision not in PRECISIONS:

@@ -80,6 +80,29 @@ def choose_epoch(rule: str, scores: Sequence[float], finished: bool) -> tuple[in
     return epoch, float(values[epoch])
 
 
+def stalled(rule: str, scores: Sequence[float], patience: int) -> bool:
+    """Whether the run can stop: `rule`'s score of epochs 0, 1, ... has not improved for
+    `patience` epochs (0: never stop early).
+
+    Judged on the score the rule chooses by (the smoothed one for "smoothed"; "last" chooses by
+    none, so by the raw valid kNN), with choose_epoch's own tie rule: a tie is no improvement.
+    A pure function of the curve, like choose_epoch, so a resumed run stops where an
+    uninterrupted one would, and studies can replay it on finished runs' curves.
+    """
+    if patience <= 0:
+        return False
+    best, _ = choose_epoch("best" if rule == "last" else rule, scores, finished=False)
+    return len(scores) - 1 - best >= patience
+
+
+def stop_epoch(rule: str, scores: Sequence[float], patience: int) -> int:
+    """The epoch a run with this valid curve stops after under `patience` (the last if none)."""
+    for epoch in range(1, len(scores)):
+        if stalled(rule, scores[:epoch + 1], patience):
+            return epoch
+    return len(scores) - 1
+
+
 def small_valid_warning(valid_targets: Tensor, n_classes: int, multilabel: bool) -> str | None:
     """Why the valid clips model selection scores are too few to rank epochs reliably, or None.
 

@@ -26,6 +26,7 @@ class TrainingState:
     epoch: int = 0  # last finished epoch (0: the untuned encoder)
     best: float = -1.0  # best valid score so far
     best_epoch: int = 0
+    stopped: bool = False  # --patience ran out: the run ends after `epoch`, resumed or not
     generators: list[Tensor] = field(default_factory=list)  # each rank's view-generator state
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -35,7 +36,7 @@ class TrainingState:
                         "optimizer": self.optimizer.state_dict(),
                         "schedule": self.schedule.state_dict(), "generators": self.generators,
                         "epoch": self.epoch, "best": self.best,
-                        "best_epoch": self.best_epoch}, tmp)
+                        "best_epoch": self.best_epoch, "stopped": self.stopped}, tmp)
 
     def load(self, path: str | os.PathLike[str], device: str) -> None:
         """Restore the state `save` wrote, or refuse a file that is not one."""
@@ -50,3 +51,4 @@ class TrainingState:
         self.schedule.load_state_dict(state["schedule"])
         self.generators = list(state["generators"])
         self.epoch, self.best, self.best_epoch = state["epoch"], state["best"], state["best_epoch"]
+        self.stopped = state.get("stopped", False)  # absent from states written before --patience
