@@ -7,10 +7,10 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from kill import kill_once_written
 
 import eval_tasks
 
@@ -111,16 +111,10 @@ def test_a_killed_search_resumes_its_trial_where_it_stopped(task, tmp_path):
     search = tmp_path / "search"
     args = ("search", "--task-dir", str(task), "--out", str(search), "--trials", "2",
             "--epochs", "3", "--device", "cpu")
-    first = contrastune(*args)
     epochs = search / "trials" / "0000" / "epochs.csv"
-    deadline = time.time() + 300
-    while time.time() < deadline and first.poll() is None:
-        if (search / "trials" / "0000" / "state.pt").exists():
-            break
-        time.sleep(0.2)
-    assert first.poll() is None, "the first trial finished before it could be killed"
-    first.kill()  # SIGKILL: no clean-up of any kind
-    first.wait()
+    assert kill_once_written([sys.executable, "-m", "cli", *args], ROOT,
+                             search / "trials" / "0000" / "state.pt"), \
+        "the first trial finished before it could be killed"
     finish(contrastune(*args))
     rows = trials(search)
     assert [r["state"] for r in rows][0] == "fail"  # the killed process's trial

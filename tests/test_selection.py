@@ -6,14 +6,13 @@ import json
 import logging
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from kill import kill_once_written
 
 import eval_tasks
 from hear_contrastune.data.hear_format import roles_for_fold
@@ -199,13 +198,7 @@ def test_killed_run_resumes_to_the_same_choice_and_schedule(program_task, tmp_pa
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     done = subprocess.run(cli_tune(program_task, whole), cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    proc = subprocess.Popen(cli_tune(program_task, killed), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "state.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_written(cli_tune(program_task, killed), ROOT, killed / "state.pt")
     assert not (killed / "done.json").exists()
     assert torch.load(killed / "state.pt", weights_only=True)["epoch"] < 3
     done = subprocess.run(cli_tune(program_task, killed), cwd=ROOT, capture_output=True, text=True)

@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from kill import kill_once_written
 
 import eval_tasks
 import hear_contrastune
@@ -80,13 +80,7 @@ def test_killed_run_resumes_from_its_last_epoch(program_task, tmp_path):
     cmd = [sys.executable, "-m", "cli", "tune", "--task-dir", str(program_task), "--out",
            str(run), "--epochs", "3", "--batch-size", "8", "--m-per-class", "2",
            "--device", "cpu"]
-    proc = subprocess.Popen(cmd, cwd=os.path.dirname(os.path.dirname(__file__)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (run / "state.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_written(cmd, os.path.dirname(os.path.dirname(__file__)), run / "state.pt")
     assert (run / "state.pt").exists() and not (run / "done.json").exists()
     resumed_from = torch.load(run / "state.pt", weights_only=False)["epoch"]
     assert resumed_from >= 1
@@ -125,13 +119,7 @@ def test_patience_stops_a_flat_run_and_a_killed_one_resumes_to_the_same_end(prog
     assert result["stopped_early"] and result["last_epoch"] == 2 and result["best_epoch"] == 0
     assert torch.load(whole / "state.pt", weights_only=True)["stopped"]
 
-    proc = subprocess.Popen(flat_run(program_task, killed), cwd=root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "state.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_written(flat_run(program_task, killed), root, killed / "state.pt")
     assert not (killed / "done.json").exists()
     done = subprocess.run(flat_run(program_task, killed), cwd=root, capture_output=True,
                           text=True)
