@@ -180,8 +180,13 @@ class HfBackbone(Backbone):
     """A transformers encoder with a chosen layer, frozen parts and pooling; subclasses turn
     audio into the model's input and its tokens into frames."""
 
+    cls_token = False  # whether `pool=cls` has a token to pool (AST's)
+
     def __init__(self, spec: str, source: Path | str, options: HfOptions, model: nn.Module,
                  extractor: Any) -> None:
+        if options.pool == "cls" and not self.cls_token:
+            raise UserError(f"{spec}: pool=cls is for AST; {model.config.model_type} has no "
+                            "CLS token (use mean or max)")
         super().__init__()
         self.options, self.model = options, model
         query = options.query()
@@ -266,9 +271,6 @@ class HfWaveformBackbone(HfBackbone):
 
     def __init__(self, spec: str, source: Path | str, options: HfOptions, model: nn.Module,
                  extractor: Any) -> None:
-        if options.pool == "cls":
-            raise UserError(f"{spec}: pool=cls is for AST; {model.config.model_type} has no "
-                            "CLS token (use mean or max)")
         super().__init__(spec, source, options, model, extractor)
         config = model.config
         self.normalize = bool(getattr(extractor, "do_normalize", False))
@@ -304,6 +306,8 @@ class HfWaveformBackbone(HfBackbone):
 
 class HfAstBackbone(HfBackbone):
     """AST: Kaldi fbank windows -> patch tokens -> transformer; frames are patch columns."""
+
+    cls_token = True
 
     def __init__(self, spec: str, source: Path | str, options: HfOptions, model: nn.Module,
                  extractor: Any) -> None:

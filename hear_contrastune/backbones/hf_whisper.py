@@ -38,9 +38,6 @@ class HfWhisperBackbone(HfBackbone):
 
     def __init__(self, spec: str, source: Path | str, options: HfOptions, model: nn.Module,
                  extractor: Any) -> None:
-        if options.pool == "cls":
-            raise UserError(f"{spec}: pool=cls is for AST; the Whisper encoder has no CLS token "
-                            "(use mean or max)")
         super().__init__(spec, source, options, model, extractor)
         if extractor.feature_size != model.config.num_mel_bins:
             raise UserError(f"{spec}: feature extractor ({extractor.feature_size} mels) does not "
