@@ -36,7 +36,7 @@ from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.lock import exclusive
 from hear_contrastune.outputs import check_output_dir
-from hear_contrastune.training.config import HEAD_LR_SCALE, TuneConfig
+from hear_contrastune.training.config import BATCH_SIZE, HEAD_LR_SCALE, M_PER_CLASS, TuneConfig
 from hear_contrastune.training.loop import training_clips, tune
 from hear_contrastune.training.search_space import Param, searched
 
@@ -94,8 +94,8 @@ def trial_config(search: Search, trial: optuna.trial.BaseTrial, targets) -> Tune
     if "warmup_fraction" in s:
         changes["warmup_epochs"] = round(s["warmup_fraction"] * cfg.epochs, 3)
     if "batch_size" in s or "m_per_class" in s:  # aimed for, then fitted to the task
-        shape = fit_batch(targets, None, None, s.get("batch_size", cfg.batch_size or 64),
-                          s.get("m_per_class", cfg.m_per_class or 4))
+        shape = fit_batch(targets, None, None, s.get("batch_size", cfg.batch_size or BATCH_SIZE),
+                          s.get("m_per_class", cfg.m_per_class or M_PER_CLASS))
         changes["batch_size"], changes["m_per_class"] = shape.batch_size, shape.m
     if s.get("xbm_batches"):
         changes["xbm_size"] = s["xbm_batches"] * 2 * changes.get("batch_size", cfg.batch_size)
