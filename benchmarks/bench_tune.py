@@ -21,13 +21,14 @@ backward over the same epoch's wall time) is measured within one epoch and is no
 
     python benchmarks/bench_tune.py                       # minutes: gm-program (full build)
     python benchmarks/bench_tune.py --end-to-end          # 30-epoch runs: old vs new defaults
-    python benchmarks/bench_tune.py --curves DIR [DIR..]  # replay --patience on finished runs
+    python benchmarks/bench_tune.py --curves DIR [DIR..]  # replay --patience, --select-every
 
---end-to-end runs `tune` for --epochs (30) at the old defaults (--precision fp32 --patience 0)
-and at the new ones, per seed, one after the other, and prints wall times and the kept epoch's
-valid kNN. --curves reads the epochs.csv of run folders (each DIR may hold many, found
-recursively) and prints, per patience, which kept epochs it would have changed: the evidence
-behind TuneConfig.patience.
+--end-to-end runs `tune` for --epochs (30) at the old defaults (--precision fp32 --patience 0
+--select-every 1) and at the new ones, per seed, one after the other, and prints wall times and
+the kept epoch's valid kNN. --curves reads the epochs.csv of finished run folders scored every
+epoch (each DIR may hold many, found recursively) and prints, per patience, which kept epochs it
+would have changed, and per --select-every, how much lower the kept epoch's valid score would
+have been: the evidence behind TuneConfig.patience and TuneConfig.select_every.
 """
 
 import csv
@@ -48,10 +49,10 @@ import eval_tasks
 from hear_contrastune.backbones import build_backbone
 from hear_contrastune.data.task import load_task
 from hear_contrastune.data.views import random_view
-from hear_contrastune.training.config import TuneConfig
+from hear_contrastune.training.config import DEFAULTS, TuneConfig
 from hear_contrastune.training.loop import training_clips, tune
 from hear_contrastune.training.run_log import read_csv
-from hear_contrastune.training.selection import choose_epoch, stop_epoch
+from hear_contrastune.training.selection import choose_epoch, every, is_scored, stop_epoch
 
 # What the loop's labels are called in the profile (training/loop.py), in the loop's order.
 LABELS = {
@@ -187,9 +188,18 @@ def limit_and_loop(cfg: TuneConfig, epochs: int, reps: int, tmp: Path) -> None:
         print(f"  tune epoch {e}: {rate:.1f} views/s = {rate / limit:.2f} of the limit "
               f"(train {train_s[e - 1]:.1f} s, select {select_s[e]:.1f} s)")
     fraction = float(np.median(rates)) / limit
-    select_fraction = float(np.median(select_s[1:] / (select_s[1:] + train_s)))
     print(f"LOOP FRACTION (median epoch / limit): {fraction:.2f}   (goal >= 0.85)")
-    print(f"SELECTION FRACTION of an epoch (median): {select_fraction:.2f}   (goal <= 0.15)")
+    # one evaluation against one epoch's training, both medians; then spread over a run of
+    # DEFAULTS.epochs at --select-every (epochs 1.. that are scored; epoch 0 is the baseline)
+    one = float(np.median(select_s[np.isfinite(log["valid_knn"]) & (log["epoch"] > 0)]))
+    train = float(np.median(train_s))
+    scored = sum(is_scored(e, DEFAULTS.epochs, cfg.select_every)
+                 for e in range(1, DEFAULTS.epochs + 1))
+    print(f"SELECTION: one evaluation {one:.1f} s against {train:.1f} s of training per epoch "
+          f"({one / (one + train):.2f} of an epoch that scores)")
+    print(f"SELECTION FRACTION of a {DEFAULTS.epochs}-epoch run at --select-every "
+          f"{cfg.select_every} ({scored} evaluations): "
+          f"{scored * one / (scored * one + DEFAULTS.epochs * train):.2f}   (goal <= 0.15)")
 
     seconds = profile_epoch(cfg, tmp / "profiled")
     print(f"\nwhere one profiled epoch's {seconds['epoch']:.1f} s of training go "
@@ -222,10 +232,10 @@ def limit_and_loop(cfg: TuneConfig, epochs: int, reps: int, tmp: Path) -> None:
 def compare_runs(cfg: TuneConfig, epochs: int, seeds: list[int], tmp: Path) -> None:
     """Whole runs: old defaults (fp32, no patience) against the new, per seed, one after the
     other on the same machine."""
-    old = replace(cfg, epochs=epochs, precision="fp32", patience=0)
+    old = replace(cfg, epochs=epochs, precision="fp32", patience=0, select_every=1)
     new = replace(cfg, epochs=epochs)
     print(f"\n{epochs}-epoch runs on {Path(cfg.task_dir).name}; new defaults: precision "
-          f"{new.precision}, patience {new.patience}")
+          f"{new.precision}, patience {new.patience}, select-every {new.select_every}")
     rows = []
     for seed in seeds:
         for label, run_cfg in (("old", old), ("new", new)):
@@ -248,17 +258,21 @@ def compare_runs(cfg: TuneConfig, epochs: int, seeds: list[int], tmp: Path) -> N
 
 def replay_patience(folders: tuple[Path, ...]) -> None:
     """Per patience, how many finished runs would have kept another epoch, and epochs saved."""
-    logs = sorted({p for folder in folders for p in folder.rglob("epochs.csv")
-                   if (p.parent / "done.json").exists()})  # finished runs only
+    logs = sorted({p for folder in folders for p in folder.rglob("*epochs.csv")
+                   if (p.parent / "done.json").exists()  # finished runs, or a bare curve
+                   or not (p.parent / "state.pt").exists()})
     runs = {}
     for path in logs:
-        with open(path.parent / "config.json") as f:
-            rule = json.load(f)["select"]
+        config = path.parent / "config.json"
+        rule = json.loads(config.read_text())["select"] if config.is_file() else "best"
         with open(path, newline="") as f:
-            scores = [float(r["valid_knn"]) for r in csv.DictReader(f)]
-        runs[path.parent] = (rule, scores)
+            scores = [float(r["valid_knn"] or "nan") for r in csv.DictReader(f)]
+        if not np.isfinite(scores).all():
+            print(f"{path.parent}: not scored every epoch (--select-every), left out")
+            continue
+        runs[path] = (rule, scores)
         kept = choose_epoch(rule, scores, finished=True)[0]
-        print(f"{path.parent}: {len(scores) - 1} epochs, {rule} keeps epoch {kept} "
+        print(f"{path}: {len(scores) - 1} epochs, {rule} keeps epoch {kept} "
               f"(valid kNN {scores[kept]:.4f})")
     print("\npatience  kept epochs changed  epochs run (of all)")
     for patience in range(1, max(len(s) for _, s in runs.values())):
@@ -270,6 +284,17 @@ def replay_patience(folders: tuple[Path, ...]) -> None:
             run_epochs, all_epochs = run_epochs + stop, all_epochs + len(scores) - 1
         print(f"{patience:8d}  {changed:19d}  {run_epochs}/{all_epochs} "
               f"({run_epochs / all_epochs:.0%})")
+    print("\nselect-every  kept valid kNN lower in  by (mean, max)  evaluations (of all)")
+    for n in range(1, 5):
+        drops, scored, all_epochs = [], 0, 0
+        for rule, scores in runs.values():
+            sparse = every(scores, n)
+            drops.append(scores[choose_epoch(rule, scores, finished=True)[0]]
+                         - scores[choose_epoch(rule, sparse, finished=True)[0]])
+            scored, all_epochs = scored + int(np.isfinite(sparse).sum()), all_epochs + len(scores)
+        print(f"{n:12d}  {sum(d > 0 for d in drops):13d} of {len(drops):<3d}  "
+              f"{np.mean(drops):.4f}, {max(drops):.4f}  {scored}/{all_epochs} "
+              f"({scored / all_epochs:.0%})")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,13 @@ from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.lock import exclusive
 from hear_contrastune.outputs import check_output_dir
-from hear_contrastune.training.config import BATCH_SIZE, HEAD_LR_SCALE, M_PER_CLASS, TuneConfig
+from hear_contrastune.training.config import (
+    BATCH_SIZE,
+    HEAD_LR_SCALE,
+    M_PER_CLASS,
+    TuneConfig,
+    held_config,
+)
 from hear_contrastune.training.loop import training_clips, tune
 from hear_contrastune.training.search_space import Param, searched
 
@@ -110,10 +116,13 @@ def study_for(search: Search, task_key: str) -> optuna.Study:
     held = read_json_or_none(search.out / SEARCH_FILE)
     if held is None:
         write_json(search.out / SEARCH_FILE, identity)
-    elif held != identity:
-        differ = sorted(k for k in identity if held.get(k) != identity[k])
-        raise UserError(f"--out {search.out}: holds another search (differs in "
-                        f"{', '.join(differ)}); choose another --out")
+    else:  # a search begun before an option existed ran with its earlier value
+        base = held_config(held.get("base", {}))
+        held = {**held, "base": {k: v for k, v in base.items() if k != "task_dir"}}
+        if held != identity:
+            differ = sorted(k for k in identity if held.get(k) != identity[k])
+            raise UserError(f"--out {search.out}: holds another search (differs in "
+                            f"{', '.join(differ)}); choose another --out")
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(search.out / JOURNAL_FILE)))
     epochs = search.base.epochs
@@ -198,13 +207,14 @@ def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, folder: 
 
 
 def logged_scores(folder: Path) -> list[tuple[int, float]]:
-    """(epoch, valid score) of the epochs a trial's folder already finished (epoch 0 is the
-    untuned encoder, not a rung)."""
+    """(epoch, valid score) of the epochs a trial's folder already finished and scored (epoch 0
+    is the untuned encoder, not a rung; --select-every leaves some epochs unscored)."""
     path = folder / "epochs.csv"
     if not (folder / "state.pt").exists() or not path.is_file():
         return []
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    return [(int(r["epoch"]), float(r["valid_knn"])) for r in rows if int(r["epoch"]) > 0]
+    return [(int(r["epoch"]), float(r["valid_knn"])) for r in rows
+            if int(r["epoch"]) > 0 and r["valid_knn"]]
 
 
 def retry_orphans(search: Search, study: optuna.Study) -> None:

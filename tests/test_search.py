@@ -7,15 +7,19 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from kill import kill_once_written
 
 import eval_tasks
+from hear_contrastune.errors import UserError
+from hear_contrastune.search import Search, study_for
+from hear_contrastune.training.config import TuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TRIAL = ("--epochs", "2", "--device", "cpu")
+TRIAL = ("--epochs", "2", "--select-every", "1", "--device", "cpu")  # a rung at epoch 1
 
 
 def contrastune(*args: str) -> subprocess.Popen:
@@ -125,3 +129,15 @@ def test_a_killed_search_resumes_its_trial_where_it_stopped(task, tmp_path):
     logged = [line.split(",")[0] for line in epochs.read_text().splitlines()[1:]]
     assert logged == sorted(set(logged), key=int)  # resumed, not retrained: no epoch twice
     assert sum(r["state"] in ("complete", "pruned") for r in rows) == 2
+
+
+def test_a_search_begun_before_an_option_existed_is_joined_as_what_it_ran(tmp_path):
+    """search.json written before --select-every: its trials scored every epoch."""
+    base = TuneConfig(task_dir="t", method="contrastive", epochs=4)
+    search = Search(replace(base, select_every=1), {}, tmp_path, trials=2)
+    identity = search.identity("key")
+    del identity["base"]["select_every"]
+    (tmp_path / "search.json").write_text(json.dumps(identity))
+    study_for(search, "key")  # joined
+    with pytest.raises(UserError, match="differs in base"):
+        study_for(replace(search, base=replace(base, select_every=2)), "key")

@@ -27,6 +27,8 @@ from hear_contrastune.training.run_log import read_csv
 from hear_contrastune.training.selection import (
     Selection,
     choose_epoch,
+    every,
+    is_scored,
     small_valid_warning,
     stalled,
     stop_epoch,
@@ -36,7 +38,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A learning rate high enough that the tiny task's valid curve goes up and down, so the three
 # rules keep different epochs (where this was written: best 2, last 4, smoothed 1, which it
 # chose after epoch 2 from the weights it kept of epoch 1).
-UNSTABLE = {"epochs": 4, "batch_size": 8, "m_per_class": 2, "lr": 1e-2, "backbone_lr_scale": 1.0}
+UNSTABLE = {"epochs": 4, "batch_size": 8, "m_per_class": 2, "lr": 1e-2, "backbone_lr_scale": 1.0,
+            "select_every": 1}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,7 +62,10 @@ def runs(program_task, tmp_path_factory) -> dict[str, Path]:
     for rule in SELECT_RULES:
         tune(TuneConfig(task_dir=str(program_task), select=rule, **UNSTABLE), root / rule,
              device="cpu")
-    return {rule: root / rule for rule in SELECT_RULES}
+    # the same training, scored after epochs 0, 2 and 4 only
+    tune(TuneConfig(task_dir=str(program_task), select="smoothed",
+                    **{**UNSTABLE, "select_every": 2}), root / "every2", device="cpu")
+    return {rule: root / rule for rule in (*SELECT_RULES, "every2")}
 
 
 def valid_knn_of(checkpoint: Path, task_dir: Path) -> float:
@@ -98,9 +104,36 @@ def test_patience_counts_epochs_since_the_rules_own_best() -> None:
     assert not stalled("best", [0.5, 0.5, 0.5], 3) and not stalled("best", [0.5, 0.5, 0.5], 0)
 
 
+def test_rules_on_a_curve_scored_every_other_epoch() -> None:
+    nan = math.nan
+    curve = [0.5, nan, 0.6, nan, 0.8, nan, 0.7]  # smoothed over scored: .55 .633 .7 .75
+    assert every([0.5, 0.9, 0.6, 0.1, 0.8, 0.3, 0.7], 2)[::2] == curve[::2]
+    assert all(math.isnan(v) for v in every([0.5, 0.9, 0.6, 0.1, 0.8, 0.3, 0.7], 2)[1::2])
+    assert every([0.5, 0.9, 0.6], 2)[2] == 0.6 and every([0.5, 0.9, 0.6, 0.1], 2)[3] == 0.1
+    assert choose_epoch("best", curve, finished=True) == (4, 0.8)
+    assert choose_epoch("last", curve[:6], finished=False) == (4, 0.8)  # latest scored
+    assert choose_epoch("smoothed", curve, finished=True) == (6, pytest.approx(0.75))
+    assert choose_epoch("smoothed", curve, finished=False) == (4, pytest.approx(0.7))
+    # patience counts epochs, and a run can stop only after a scored one
+    assert not stalled("best", [0.9, nan, 0.6, nan], 3)
+    assert stalled("best", [0.9, nan, 0.6, nan, 0.5], 3)
+    assert stop_epoch("best", [0.9, nan, 0.6, nan, 0.5, nan, 0.4], 3) == 4
+    assert is_scored(0, 5, 2) and is_scored(5, 5, 2) and not is_scored(3, 5, 2)
+
+
 def test_each_rule_keeps_the_epoch_it_claims(runs, program_task) -> None:
     curves = {rule: read_csv(run / "epochs.csv") for rule, run in runs.items()}
-    for rule, run in runs.items():
+    sparse = curves.pop("every2")["valid_knn"]
+    # scoring less often changes no training: the scored epochs score as the dense run's
+    assert [math.isnan(v) for v in sparse] == [False, True, False, True, False]
+    assert sparse[::2].tolist() == curves["best"]["valid_knn"][::2].tolist()
+    epoch, score = choose_epoch("smoothed", every(curves["best"]["valid_knn"].tolist(), 2),
+                                finished=True)
+    done = json.loads((runs["every2"] / "done.json").read_text())
+    assert (done["best_epoch"], done["select_score"]) == (epoch, pytest.approx(score))
+    assert valid_knn_of(runs["every2"] / "best.pt", program_task) == pytest.approx(sparse[epoch])
+    for rule in SELECT_RULES:
+        run = runs[rule]
         # the rule changes which epoch is kept, never the training
         assert curves[rule]["valid_knn"].tolist() == curves["best"]["valid_knn"].tolist()
         assert curves[rule]["loss"][1:].tolist() == curves["best"]["loss"][1:].tolist()

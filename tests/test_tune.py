@@ -156,8 +156,10 @@ def test_finetune_head_learns_at_its_own_rate_and_is_scored_on_valid(program_tas
     with open(run / "epochs.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
-    assert all(0.0 <= float(r["valid_head"]) <= 1.0 for r in rows)
-    assert json.loads((tmp_path / "run" / "done.json").read_text())["best_epoch"] in (0, 1, 2)
+    # valid is scored after epochs 0 and 2 (--select-every 2), epoch 1 only trained
+    assert [bool(r["valid_knn"]) for r in rows] == [True, False, True]
+    assert all(0.0 <= float(r["valid_head"]) <= 1.0 for r in rows if r["valid_knn"])
+    assert json.loads((tmp_path / "run" / "done.json").read_text())["best_epoch"] in (0, 2)
     # contrastive tuning keeps lr for its projection head and logs no classifier score
     assert TuneConfig(task_dir=str(program_task)).resolved().head_lr_scale == 1.0
     # left unresolved until a run starts, so a config derived for another method gets its scale

@@ -5,7 +5,8 @@ CLI reads its option defaults from here, and `compare` derives each of its runs 
 `TuneConfig` with `dataclasses.replace`.
 """
 
-from dataclasses import dataclass, field, replace
+import json
+from dataclasses import asdict, dataclass, field, replace
 
 from hear_contrastune.backbones import DEFAULT_BACKBONE
 from hear_contrastune.data.views import AugmentConfig
@@ -76,6 +77,14 @@ class TuneConfig:
     # or the best of the valid curve "smoothed" by a centred 3-epoch moving average. "best"
     # until a study (benchmarks/tuning_study.py) measures otherwise
     select: str = "best"
+    # score valid (and so judge the epoch, the pruner and --patience) after every this many
+    # epochs; epoch 0 and the last are always scored. Scoring is ~0.25 of an epoch's time on
+    # gm-program (as many whole-clip forwards as training's views, without the backward), so 2
+    # cuts a run by ~12 %. 2: on every finished valid curve we have (seven gm-program runs:
+    # two 30-epoch, four complete study trials, the quickstart) the even epochs' best scored
+    # the same as the best of all in six and one valid clip of 540 lower in the seventh;
+    # `python benchmarks/bench_tune.py --curves DIR` replays it. 1: every epoch, as before.
+    select_every: int = 2
     # stop once the selection score (the one --select chooses by) has not improved for this many
     # epochs; the learning-rate schedule still spans --epochs, so a stopped run's epochs are
     # those of the full run, and its kept epoch is the full run's unless that came later.
@@ -105,3 +114,13 @@ class TuneConfig:
 
 
 DEFAULTS = TuneConfig()
+# The value an option had before it existed, where that differs from its default: a config
+# written before the option ran with this (config.json, search.json; see held_config).
+BEFORE_OPTION = {"select_every": 1}
+
+
+def held_config(written: dict) -> dict:
+    """A recorded TuneConfig (config.json's form) completed for options added since: each
+    missing one holds the value it had before it existed, so an old run is read as what it ran."""
+    filled = {**json.loads(json.dumps(asdict(DEFAULTS))), **BEFORE_OPTION}
+    return {**filled, **written}

@@ -22,6 +22,7 @@ where an epoch's time goes.
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -53,13 +54,13 @@ from hear_contrastune.training.checkpoint import save_checkpoint
 from hear_contrastune.training.config import (
     BATCH_SIZE,
     CLASSIFIER_METHODS,
-    DEFAULTS,
     M_PER_CLASS,
     METHODS,
     PRECISIONS,
     SELECT_RULES,
     VARIABLE_CLIP_SECONDS,
     TuneConfig,
+    held_config,
 )
 from hear_contrastune.training.linear_head import fit_linear_head
 from hear_contrastune.training.objective import make_head, make_loss, targets_for
@@ -68,6 +69,7 @@ from hear_contrastune.training.run_log import RunLog, read_csv
 from hear_contrastune.training.selection import (
     Selection,
     choose_epoch,
+    is_scored,
     small_valid_warning,
     stalled,
 )
@@ -98,12 +100,9 @@ class Run:
     gen: torch.Generator  # this rank's view generator
     state: TrainingState
     log: RunLog | None  # rank 0 only
-    # rank 0: valid kNN of epochs 0, 1, ... (read back from epochs.csv on resume), what the
-    # selection rule chooses from
+    # rank 0: valid kNN of epochs 0, 1, ... (NaN where --select-every skipped one; read back
+    # from epochs.csv on resume), what the selection rule chooses from
     scores: list[float] = field(default_factory=list)
-    # rank 0, --select smoothed: the last finished epoch's (backbone, head) weights, which the
-    # rule may choose once the next epoch is scored
-    previous: tuple[dict[str, Tensor], dict[str, Tensor]] | None = None
 
     @property
     def classifier(self) -> nn.Module | None:
@@ -138,7 +137,7 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None,
             run.state.generators = distributed.gather_objects(run.gen.get_state(), run.ranks)
             if run.ranks.main:
                 evaluate_and_save(run, epoch, losses, seconds)
-                if on_epoch is not None:
+                if on_epoch is not None and math.isfinite(run.scores[epoch]):
                     on_epoch(epoch, run.scores[epoch])
             # rank 0 alone scores valid: every rank takes its decision to stop (a barrier too)
             run.state.stopped = distributed.gather_objects(run.state.stopped, run.ranks)[0]
@@ -237,6 +236,8 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int,
         raise UserError(f"--select {cfg.select!r}: choose from {', '.join(SELECT_RULES)}")
     if cfg.patience < 0:
         raise UserError(f"--patience {cfg.patience}: must be 0 (off) or more epochs")
+    if cfg.select_every < 1:
+        raise UserError(f"--select-every {cfg.select_every}: must be 1 (every epoch) or more")
     if cfg.warmup_epochs < 0 or (cfg.warmup_epochs and cfg.warmup_epochs >= cfg.epochs):
         raise UserError(f"--warmup-epochs {cfg.warmup_epochs:g}: must be at least 0 and less "
                         f"than --epochs {cfg.epochs}")
@@ -347,7 +348,8 @@ def start(run: Run) -> None:
                 raise UserError(f"{run.out / 'epochs.csv'}: holds {len(run.scores)} epochs' valid "
                                 f"scores, state.pt {run.state.epoch + 1}; delete state.pt to "
                                 "restart the run")
-            remember_weights(run)
+            if run.state.previous is None:  # a state written before it kept them
+                remember_weights(run)
     elif run.ranks.main:
         t0 = time.time()
         valid = evaluate(run)
@@ -437,6 +439,15 @@ def evaluate_and_save(run: Run, epoch: int, losses: list[float], seconds: float)
     smoothed one for "smoothed"). The choice moves only to this epoch or, for "smoothed", to the
     one before it, whose weights `remember_weights` kept."""
     cfg, t0 = run.cfg, time.time()
+    if not is_scored(epoch, cfg.epochs, cfg.select_every):
+        run.log.epoch(epoch, loss=float(np.mean(losses)), seconds=seconds,
+                      clips_per_s=len(losses) * cfg.batch_size * 2 / seconds, select_seconds=0.0)
+        tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  (valid scored every "
+                   f"{cfg.select_every} epochs)")
+        run.scores.append(math.nan)
+        run.state.epoch = epoch
+        run.state.save(run.out / "state.pt")
+        return
     valid = evaluate(run)
     # clips/s counts views (two per clip) over the epoch's training wall time, everything in it
     run.log.epoch(epoch, loss=float(np.mean(losses)), **valid, seconds=seconds,
@@ -457,7 +468,7 @@ def evaluate_and_save(run: Run, epoch: int, losses: list[float], seconds: float)
         if chosen == epoch:
             save_best(run, epoch)
         else:
-            with weights_of(run, run.previous):
+            with weights_of(run, run.state.previous):
                 save_best(run, chosen)
     remember_weights(run)
     state.epoch = epoch
@@ -465,11 +476,13 @@ def evaluate_and_save(run: Run, epoch: int, losses: list[float], seconds: float)
 
 
 def remember_weights(run: Run) -> None:
-    """For "smoothed", which can choose an epoch only once the next one is scored: keep a CPU
-    copy of the weights of the epoch just finished (on resume: those state.pt restored)."""
+    """For "smoothed", which can choose a scored epoch only once the next one is scored: keep a
+    CPU copy of the weights of the scored epoch just finished, in the state (a run resumed after
+    an unscored epoch still needs them)."""
     if run.cfg.select == "smoothed":
-        run.previous = tuple({k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
-                             for m in (run.backbone, run.head))
+        run.state.previous = tuple(
+            {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+            for m in (run.backbone, run.head))
 
 
 @contextmanager
@@ -506,7 +519,7 @@ def open_run(out: Path, cfg: TuneConfig, task_key: str) -> None:
     wanted = {**json.loads(json.dumps(asdict(cfg))), "task_key": task_key}
     if config_file.exists():
         # an option added since the run began holds its default there: what the run ran with
-        held = {**json.loads(json.dumps(asdict(DEFAULTS))), **json.loads(config_file.read_text())}
+        held = held_config(json.loads(config_file.read_text()))
         diff = sorted(k for k in wanted if k != "task_dir" and held.get(k) != wanted[k])
         if diff == ["task_key"]:
             raise UserError(f"{out}: holds a run on other task contents (the files of "

@@ -52,32 +52,39 @@ def sample(n: int, max_clips: int, seed: int) -> list[int]:
 
 
 def smoothed(scores: Sequence[float]) -> np.ndarray:
-    """Each epoch's mean with its neighbours (a centred 3-epoch window; two at either end)."""
+    """Each score's mean with its neighbours (a centred window of 3; two at either end)."""
     v = np.asarray(scores, dtype=np.float64)
     return np.array([v[max(0, e - 1):e + 2].mean() for e in range(len(v))])
 
 
-def choose_epoch(rule: str, scores: Sequence[float], finished: bool) -> tuple[int, float]:
-    """The epoch `rule` keeps from the valid scores of epochs 0, 1, ... so far, and the score it
-    was chosen by (the smoothed one for "smoothed"); the earliest on a tie.
+def scored_epochs(scores: Sequence[float]) -> np.ndarray:
+    """The epochs of a curve that were scored (--select-every leaves the others NaN)."""
+    return np.flatnonzero(np.isfinite(np.asarray(scores, dtype=np.float64)))
 
-    An epoch's smoothed score needs the next epoch's, so until the run is `finished` the latest
-    epoch is no candidate yet, and a new score can move the choice only to the epoch before.
-    A pure function of the curve, so a resumed run (its curve read back from epochs.csv)
-    chooses as an uninterrupted one, and studies can apply every rule to a finished run's curve.
+
+def choose_epoch(rule: str, scores: Sequence[float], finished: bool) -> tuple[int, float]:
+    """The epoch `rule` keeps from the valid scores of epochs 0, 1, ... so far (NaN where an
+    epoch was not scored), and the score it was chosen by (the smoothed one for "smoothed");
+    the earliest on a tie. Only scored epochs are candidates.
+
+    A scored epoch's smoothed score is its mean with the scored epochs either side, so until the
+    run is `finished` the latest scored epoch is no candidate yet, and a new score can move the
+    choice only to the scored epoch before. A pure function of the curve, so a resumed run (its
+    curve read back from epochs.csv) chooses as an uninterrupted one, and studies can apply
+    every rule to a finished run's curve.
     """
+    epochs = scored_epochs(scores)
+    values = np.asarray(scores, dtype=np.float64)[epochs]
     if rule == "last":
-        return len(scores) - 1, float(scores[-1])
-    if rule == "best":
-        values = np.asarray(scores, dtype=np.float64)
-    elif rule == "smoothed":
-        values = smoothed(scores)
+        return int(epochs[-1]), float(values[-1])
+    if rule == "smoothed":
+        values = smoothed(values)
         if not finished and len(values) > 1:
-            values = values[:-1]
-    else:
+            epochs, values = epochs[:-1], values[:-1]
+    elif rule != "best":
         raise ValueError(f"selection rule {rule!r}: choose from {', '.join(SELECT_RULES)}")
-    epoch = int(np.argmax(values))
-    return epoch, float(values[epoch])
+    best = int(np.argmax(values))
+    return int(epochs[best]), float(values[best])
 
 
 def stalled(rule: str, scores: Sequence[float], patience: int) -> bool:
@@ -92,15 +99,28 @@ def stalled(rule: str, scores: Sequence[float], patience: int) -> bool:
     if patience <= 0:
         return False
     best, _ = choose_epoch("best" if rule == "last" else rule, scores, finished=False)
-    return len(scores) - 1 - best >= patience
+    return int(scored_epochs(scores)[-1]) - best >= patience
 
 
 def stop_epoch(rule: str, scores: Sequence[float], patience: int) -> int:
     """The epoch a run with this valid curve stops after under `patience` (the last if none)."""
-    for epoch in range(1, len(scores)):
+    for epoch in scored_epochs(scores)[1:]:
         if stalled(rule, scores[:epoch + 1], patience):
-            return epoch
+            return int(epoch)
     return len(scores) - 1
+
+
+def is_scored(epoch: int, epochs: int, select_every: int) -> bool:
+    """Whether a run of `epochs` epochs scores valid after `epoch` (--select-every): epoch 0,
+    the last, and every `select_every`-th."""
+    return epoch % select_every == 0 or epoch == epochs
+
+
+def every(scores: Sequence[float], select_every: int) -> list[float]:
+    """A curve scored every epoch as a run with --select-every would have scored it (the
+    other epochs NaN): what studies replay on finished runs."""
+    return [v if is_scored(e, len(scores) - 1, select_every) else float("nan")
+            for e, v in enumerate(scores)]
 
 
 def small_valid_warning(valid_targets: Tensor, n_classes: int, multilabel: bool) -> str | None:

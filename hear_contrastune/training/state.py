@@ -28,6 +28,9 @@ class TrainingState:
     best_epoch: int = 0
     stopped: bool = False  # --patience ran out: the run ends after `epoch`, resumed or not
     generators: list[Tensor] = field(default_factory=list)  # each rank's view-generator state
+    # --select smoothed: the (backbone, head) weights of the latest scored epoch, which the rule
+    # may still keep once the next scored epoch is in
+    previous: tuple[dict[str, Tensor], dict[str, Tensor]] | None = None
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the state atomically."""
@@ -36,7 +39,8 @@ class TrainingState:
                         "optimizer": self.optimizer.state_dict(),
                         "schedule": self.schedule.state_dict(), "generators": self.generators,
                         "epoch": self.epoch, "best": self.best,
-                        "best_epoch": self.best_epoch, "stopped": self.stopped}, tmp)
+                        "best_epoch": self.best_epoch, "stopped": self.stopped,
+                        "previous": self.previous}, tmp)
 
     def load(self, path: str | os.PathLike[str], device: str) -> None:
         """Restore the state `save` wrote, or refuse a file that is not one."""
@@ -52,3 +56,6 @@ class TrainingState:
         self.generators = list(state["generators"])
         self.epoch, self.best, self.best_epoch = state["epoch"], state["best"], state["best_epoch"]
         self.stopped = state.get("stopped", False)  # absent from states written before --patience
+        previous = state.get("previous")  # absent before --select-every, None but for smoothed
+        self.previous = None if previous is None else tuple(
+            {k: v.cpu() for k, v in weights.items()} for weights in previous)

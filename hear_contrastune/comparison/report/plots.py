@@ -131,9 +131,11 @@ def plot_training(by_method: dict[str, list[TrainingLog]], task: str, path: Path
             if "loss" in log.epochs:
                 loss_ax.plot(log.epochs["epoch"], log.epochs["loss"], style, marker="o",
                              color=color, label=log.name)
-            for column in log.valid_columns:
+            scored = np.isfinite(log.epochs[log.valid_column]) if log.valid_column else []
+            for column in log.valid_columns:  # the scored epochs (--select-every), joined
                 selects = column == log.valid_column  # the others are drawn with crosses
-                valid_ax.plot(log.epochs["epoch"], log.epochs[column], style, color=color,
+                valid_ax.plot(log.epochs["epoch"][scored], log.epochs[column][scored], style,
+                              color=color,
                               marker="o" if selects else "x",
                               label=log.name + ("" if selects else f": {column}"))
         names = sorted({c for log in by_method[method] for c in log.valid_columns})
