@@ -306,9 +306,9 @@ def test_compare_defaults_fit_the_batch_to_every_task(few_class_tasks, tmp_path)
     """Default batch options on 4-, 10- and 15-class tasks: compare runs, each run's log says
     how its batches were made; explicit options that cannot work stop it before any stage."""
     run = tmp_path / "run"
-    result = contrastune("compare", "--tasks-dir", str(few_class_tasks), "--out", str(run),
-                         "--epochs", "1", "--seeds", "1", "--methods", "contrastive",
-                         "--probes", "knn", "--device", "cpu")
+    result = contrastune_process("compare", "--tasks-dir", str(few_class_tasks), "--out",
+                                 str(run), "--epochs", "1", "--seeds", "1", "--methods",
+                                 "contrastive", "--probes", "knn", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     for note in ("batches of 20 clips: 5 from each of the 4 classes",
                  "batches of 50 clips: 5 from each of the 10 classes",
