@@ -1,5 +1,6 @@
 """User mistakes at the command line: one line on stderr naming the problem, exit status 2,
-no traceback, and no output that looks complete."""
+no traceback, and no output that looks complete. `tune` and `embed` are each run once as a
+fresh process, as a user runs them; the other cases run the same command in this process."""
 
 import json
 import os
@@ -8,15 +9,19 @@ import sys
 
 import pytest
 import soundfile as sf
+from cli_here import contrastune_here
 
 import eval_tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def contrastune(*args: str) -> subprocess.CompletedProcess:
+def contrastune_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True,
                           text=True)
+
+
+contrastune = contrastune_here
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
@@ -35,7 +40,7 @@ def task(tmp_path_factory):
 
 def test_task_dir_without_metadata(tmp_path):
     out = tmp_path / "run"
-    result = contrastune("tune", "--task-dir", str(tmp_path), "--out", str(out))
+    result = contrastune_process("tune", "--task-dir", str(tmp_path), "--out", str(out))
     assert_one_line_error(result, "task_metadata.json")
     assert not out.exists()
 
@@ -57,8 +62,8 @@ def test_wav_at_the_wrong_rate(task, tmp_path):
     audio, _ = sf.read(wav)
     sf.write(wav, audio, 22050)
     out = tmp_path / "emb"
-    result = contrastune("embed", "--model", "resemblyzer", "--tasks-dir", str(broken),
-                         "--out", str(out))
+    result = contrastune_process("embed", "--model", "resemblyzer", "--tasks-dir", str(broken),
+                                 "--out", str(out))
     assert_one_line_error(result, wav.name, "22050")
     assert not (out / "resemblyzer" / "broken").exists()  # no half-written task folder
 

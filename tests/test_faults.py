@@ -1,7 +1,9 @@
 """What a user can get wrong, and what the tool must never do: mix stale results with new ones,
 run code from a file, delete an input, or leave an output that looks complete.
 
-Each case is run as the user would, through the `contrastune` command where it has one."""
+Each case is run as the user would, through the `contrastune` command where it has one: in this
+process (cli_here) unless only a separate process shows it (a signal, a ulimit, a lock another
+process holds); `tasks import`, `tasks check` and `knn-probe` keep one subprocess run each."""
 
 import json
 import os
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from cli_here import contrastune_here
 
 import eval_tasks
 import hear_contrastune
@@ -27,9 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL_RUN = ("--epochs", "1", "--batch-size", "8", "--m-per-class", "2", "--device", "cpu")
 
 
-def contrastune(*args: str, **kw) -> subprocess.CompletedProcess:
+def contrastune_process(*args: str, **kw) -> subprocess.CompletedProcess:
+    """`contrastune ARGS` as a fresh process: for what only a process shows."""
     return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True,
                           text=True, **kw)
+
+
+contrastune = contrastune_here
 
 
 def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
@@ -143,7 +150,7 @@ def test_invalid_options_write_nothing_and_the_corrected_command_runs(task, tmp_
 
 def test_an_empty_split_is_one_line_everywhere(task, tmp_path):
     (task / "valid.json").write_text("{}")
-    check = contrastune("tasks", "check", str(task))
+    check = contrastune_process("tasks", "check", str(task))
     assert check.returncode == 2 and "valid.json: lists no clips" in check.stdout
     one_line_error(contrastune("tune", "--task-dir", str(task), "--out", str(tmp_path / "r"),
                                *SMALL_RUN), "valid.json", "lists no clips")
@@ -178,7 +185,7 @@ def test_crafted_labels_are_refused_without_running_them(tmp_path):
     task_dir = multiclass_task(tmp_path / "t", {"train": 8, "valid": 4, "test": 4})
     marker = tmp_path / "ran"
     (task_dir / "test.target-labels.pkl").write_bytes(pickle.dumps([Payload(marker)] * 4))
-    result = contrastune("knn-probe", str(task_dir))
+    result = contrastune_process("knn-probe", str(task_dir))
     one_line_error(result, "test.target-labels.pkl", "refused without running it")
     assert not marker.exists()
     with pytest.raises(UserError):
@@ -299,9 +306,9 @@ def test_compare_defaults_fit_the_batch_to_every_task(few_class_tasks, tmp_path)
     """Default batch options on 4-, 10- and 15-class tasks: compare runs, each run's log says
     how its batches were made; explicit options that cannot work stop it before any stage."""
     run = tmp_path / "run"
-    result = contrastune("compare", "--tasks-dir", str(few_class_tasks), "--out", str(run),
-                         "--epochs", "1", "--seeds", "1", "--methods", "contrastive",
-                         "--probes", "knn", "--device", "cpu")
+    result = contrastune_process("compare", "--tasks-dir", str(few_class_tasks), "--out",
+                                 str(run), "--epochs", "1", "--seeds", "1", "--methods",
+                                 "contrastive", "--probes", "knn", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     for note in ("batches of 20 clips: 5 from each of the 4 classes",
                  "batches of 50 clips: 5 from each of the 10 classes",
@@ -441,7 +448,8 @@ def test_import_of_awkward_inputs_skips_each_with_its_reason(tmp_path):
     (source / "lonely").mkdir()
     shutil.copy(source / "c00" / "n1.wav", source / "lonely" / "only.wav")
     before = snapshot(source)
-    result = contrastune("tasks", "import", str(source), "--out", str(tmp_path / "tasks"))
+    result = contrastune_process("tasks", "import", str(source), "--out",
+                                 str(tmp_path / "tasks"))
     assert result.returncode == 0, result.stderr[-2000:]
     for part in ("c01/corrupt.wav", "c01/zero.wav", "empty file (0 bytes)", "c02/readme.txt",
                  "lonely (1)"):

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from cli_here import contrastune_here
 from kill import kill_once_written
 
 import eval_tasks
@@ -50,10 +51,18 @@ def trials(search: Path) -> list[dict]:
     return list(csv.DictReader((search / "trials.csv").open()))
 
 
+def finished_here(*args: str) -> str:
+    """`contrastune ARGS` in this process (cli_here): the two processes below are the separate
+    processes this file needs."""
+    done = contrastune_here(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
 def test_search_prunes_and_its_best_config_tunes(task, tmp_path):
     search = tmp_path / "search"
-    log = finish(contrastune("search", "--task-dir", str(task), "--out", str(search),
-                             "--trials", "4", *TRIAL))
+    log = finished_here("search", "--task-dir", str(task), "--out", str(search),
+                        "--trials", "4", *TRIAL)
     rows = trials(search)
     assert [r["state"] for r in rows].count("pruned") >= 1, rows
     assert len(rows) == 4 and all(r["state"] in ("complete", "pruned") for r in rows)
@@ -66,17 +75,16 @@ def test_search_prunes_and_its_best_config_tunes(task, tmp_path):
     assert int(pruned["last_epoch"]) < 2
     assert "trial 3" in log
     run = tmp_path / "refit"
-    finish(contrastune("tune", "--config", str(search / "best.json"), "--task-dir", str(task),
-                       "--out", str(run), "--epochs", "1", "--device", "cpu"))
+    finished_here("tune", "--config", str(search / "best.json"), "--task-dir", str(task),
+                  "--out", str(run), "--epochs", "1", "--device", "cpu")
     held = json.loads((run / "config.json").read_text())
     for key in ("lr", "temperature", "weight_decay", "batch_size", "m_per_class", "xbm_size"):
         assert held[key] == best["config"][key], key
     assert held["epochs"] == 1  # the command line wins over the file
     # a second search command with other fixed options on the same folder is refused
-    other = contrastune("search", "--task-dir", str(task), "--out", str(search), "--trials",
-                        "4", "--temperature", "0.2", *TRIAL)
-    _, err = other.communicate(timeout=300)
-    assert other.returncode == 2 and "holds another search" in err
+    other = contrastune_here("search", "--task-dir", str(task), "--out", str(search),
+                             "--trials", "4", "--temperature", "0.2", *TRIAL)
+    assert other.returncode == 2 and "holds another search" in other.stderr
 
     # two processes join the same study and take it to 6 trials: exactly 6 finish, each in
     # its own folder, none trained twice
