@@ -2,6 +2,18 @@
 
 import numpy as np
 import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flush_denormals():
+    """Every test computes as the CLI does (cli.main sets this before any command): decaying
+    notes reach float32's denormals, where CPU LSTMs crawl. Set once for the session, so no
+    test's numbers or speed depend on which test ran before it (an in-process CLI call used to
+    leave it set for every later module)."""
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
 
 
 @pytest.fixture(scope="session")

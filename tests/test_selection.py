@@ -42,14 +42,6 @@ UNSTABLE = {"epochs": 4, "batch_size": 8, "m_per_class": 2, "lr": 1e-2, "backbon
             "select_every": 1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def flush_denormals():
-    """As the CLI does: decaying notes reach float32's denormals, where CPU LSTMs crawl."""
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
-
-
 @pytest.fixture(scope="module")
 def program_task(tmp_path_factory) -> Path:
     return eval_tasks.build("gm-program", tmp_path_factory.mktemp("tasks"), size="small")
