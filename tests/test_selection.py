@@ -15,11 +15,11 @@ import torch
 from kill import kill_once_written
 
 import eval_tasks
+from hear_contrastune.backbones.checkpoint import load_backbone, read_checkpoint
 from hear_contrastune.data.hear_format import roles_for_fold
 from hear_contrastune.data.loading import ClipDataset
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
-from hear_contrastune.training.checkpoint import load_backbone, read_checkpoint
 from hear_contrastune.training.config import SELECT_RULES, TuneConfig
 from hear_contrastune.training.loop import make_schedule, tune
 from hear_contrastune.training.objective import targets_for

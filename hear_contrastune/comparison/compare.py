@@ -50,9 +50,10 @@ from hear_contrastune.comparison.results import Record, ResultsFile, read_result
 from hear_contrastune.comparison.reuse import Progress, Unit, read_progress, task_key
 from hear_contrastune.data.embeddings import fold_view, open_embedded_task, read_split
 from hear_contrastune.data.hear_format import HearFolder, fold_roles
+from hear_contrastune.data.loading import DEFAULT_WORKERS
 from hear_contrastune.data.shots import shots_view
 from hear_contrastune.data.task import Task, load_task
-from hear_contrastune.embed import DEFAULT_WORKERS, embed_tasks, task_dirs
+from hear_contrastune.embed import embed_tasks, task_dirs
 from hear_contrastune.errors import UserError
 from hear_contrastune.lock import exclusive
 from hear_contrastune.outputs import check_output_dir

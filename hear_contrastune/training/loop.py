@@ -39,18 +39,17 @@ from tqdm import tqdm
 
 from hear_contrastune.atomic import write_json
 from hear_contrastune.backbones import Backbone, build_backbone
+from hear_contrastune.backbones.checkpoint import save_checkpoint
 from hear_contrastune.data.hear_format import Roles, roles_for_fold
-from hear_contrastune.data.loading import ClipDataset, clip_batches
+from hear_contrastune.data.loading import DEFAULT_WORKERS, ClipDataset, clip_batches
 from hear_contrastune.data.samplers import fit_batch, make_sampler
 from hear_contrastune.data.shots import draw_shots, shots_note
 from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.data.views import random_view
-from hear_contrastune.embed import DEFAULT_WORKERS
 from hear_contrastune.errors import UserError
 from hear_contrastune.lock import exclusive, is_lock
 from hear_contrastune.outputs import check_output_dir
 from hear_contrastune.training import distributed
-from hear_contrastune.training.checkpoint import save_checkpoint
 from hear_contrastune.training.config import (
     BATCH_SIZE,
     CLASSIFIER_METHODS,

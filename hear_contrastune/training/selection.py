@@ -24,10 +24,9 @@ from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
 from hear_contrastune.backbones import Backbone
+from hear_contrastune.backbones.embedding import embed_clips
 from hear_contrastune.data.loading import ClipDataset
-from hear_contrastune.embed import embed_clips
-from hear_contrastune.hear_api import HearModel
-from hear_contrastune.probes.knn_search import KnnIndex, vote
+from hear_contrastune.estimators.knn_search import KnnIndex, vote
 from hear_contrastune.training.config import SELECT_RULES
 
 VALID_K = (1, 5, 10, 20)
@@ -165,10 +164,9 @@ class Selection:
 
     def embed(self, backbone: Backbone) -> tuple[Tensor, Tensor]:
         """The backbone's embeddings of the reference and valid samples (rows as *_y)."""
-        model = HearModel(backbone)
-        train_emb = embed_clips(model, self.reference, self.reference_idx, self.workers,
+        train_emb = embed_clips(backbone, self.reference, self.reference_idx, self.workers,
                                 "select: train")
-        valid_emb = embed_clips(model, self.valid, self.valid_idx, self.workers,
+        valid_emb = embed_clips(backbone, self.valid, self.valid_idx, self.workers,
                                 "select: valid")
         backbone.train()
         return train_emb, valid_emb
