@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from hear_contrastune.estimators.logistic_fit import BLAS_THREADS, DEFAULT_C_GRID, fit_path
 from hear_contrastune.estimators.valid_choice import choose_on_valid
 from hear_contrastune.training.objective import Classifier
-from hear_contrastune.training.selection import valid_metric
+from hear_contrastune.training.valid_evaluator import valid_metric
 
 
 def multi_hot(targets: Tensor, n_labels: int) -> np.ndarray:
