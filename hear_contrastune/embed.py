@@ -19,7 +19,7 @@ import torch
 from hear_contrastune.atomic import atomic_dir, read_json_or_none, write_json
 from hear_contrastune.backbones import is_backbone_spec
 from hear_contrastune.backbones.embedding import embed_clips
-from hear_contrastune.data.embeddings import copy_task_files, write_split
+from hear_contrastune.data.embeddings import CLIP_NAMES_SUFFIX, copy_task_files, write_split
 from hear_contrastune.data.hear_format import METADATA_FILE, is_hear_folder
 from hear_contrastune.data.loading import DEFAULT_WORKERS, ClipDataset
 from hear_contrastune.data.task import load_task
@@ -73,7 +73,9 @@ def embed_task(model: HearModel, model_id: str, key: str, task_dir: Path, out_di
     wanted = {"model_key": key, "task_key": task.content_key()}
     held = read_json_or_none(dest / MODEL_FILE)
     # a folder whose bulk files were dropped (a checkout of a compare run) is embedded again
-    whole = all((dest / f"{split}.embeddings.npy").is_file() for split in task.splits)
+    # (and one embedded before clip names were recorded)
+    whole = all((dest / f"{split}.embeddings.npy").is_file()
+                and (dest / f"{split}{CLIP_NAMES_SUFFIX}").is_file() for split in task.splits)
     if isinstance(held, dict) and {k: held.get(k) for k in wanted} == wanted and whole:
         return dest
     if held is not None:
@@ -86,7 +88,7 @@ def embed_task(model: HearModel, model_id: str, key: str, task_dir: Path, out_di
             clips = ClipDataset(task, [split])
             emb = embed_clips(model.backbone, clips, workers=workers,
                               desc=f"embed {task.name}/{split}")
-            write_split(tmp, split, emb.cpu().numpy(), clips.labels)
+            write_split(tmp, split, emb.cpu().numpy(), clips.labels, clips.names)
         write_json(tmp / MODEL_FILE, {"model": model_id, **wanted, "meta": model.meta})
     return dest
 

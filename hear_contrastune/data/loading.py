@@ -48,6 +48,11 @@ class ClipDataset(Dataset):
         return len(self.clips)
 
     @property
+    def names(self) -> list[str]:
+        """Each clip as "<split>/<filename>": what embeddings folders and few-shot draws record."""
+        return [f"{split}/{filename}" for split, filename, _ in self.clips]
+
+    @property
     def labels(self) -> list[list[str]]:
         return [labels for _, _, labels in self.clips]
 

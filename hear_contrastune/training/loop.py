@@ -11,8 +11,10 @@ epoch) is a HEAR checkpoint (`best.pt`; for finetune it also holds the classifie
 test score `compare` reports). Epoch 0 is the untuned encoder, so under the default rule a run
 never returns something worse on valid than what it started from.
 
-Run folder: config.json (what defines the run), state.pt (resume point, rewritten every epoch),
-best.pt, steps.csv / epochs.csv (and TensorBoard), done.json (written last: the run finished).
+Run folder: config.json (what defines the run), shots.json (a few-shot run's draw, by clip
+name: what the probes of its embeddings are cut to), state.pt (resume point, rewritten every
+epoch), best.pt, steps.csv / epochs.csv (and TensorBoard), done.json (written last: the run
+finished).
 With --patience N the run ends once the selection score has not improved for N epochs
 (training.selection.stalled); state.pt records that decision, so a run killed while stopping
 ends on resume, as an uninterrupted one did.
@@ -45,7 +47,7 @@ from hear_contrastune.backbones.checkpoint import save_checkpoint
 from hear_contrastune.data.hear_format import Roles, roles_for_fold
 from hear_contrastune.data.loading import DEFAULT_WORKERS, ClipDataset, clip_batches
 from hear_contrastune.data.samplers import fit_batch, make_sampler
-from hear_contrastune.data.shots import draw_shots, shots_note
+from hear_contrastune.data.shots import SHOTS_FILE, draw_train_clips, shots_note, write_draw
 from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.data.views import random_view
 from hear_contrastune.errors import UserError
@@ -181,9 +183,8 @@ def training_clips(cfg: TuneConfig, task: Task) -> TrainingClips:
     seconds = cfg.clip_seconds or task.duration or VARIABLE_CLIP_SECONDS
     kept, notes = None, []
     if cfg.shots:  # the same draw for every method of this seed (data.shots)
-        all_labels = ClipDataset(task, roles["train"]).labels
-        kept = draw_shots(all_labels, cfg.shots, cfg.seed, task.multilabel)
-        notes.append(f"{shots_note(all_labels, kept, cfg.shots, task.multilabel)}; "
+        whole, kept = draw_train_clips(task, cfg.fold, cfg.shots, cfg.seed)
+        notes.append(f"{shots_note(whole.labels, kept, cfg.shots, task.multilabel)}; "
                      "valid is whole")
     train = ClipDataset(task, roles["train"], round(seconds * task.sample_rate), cfg.seed, kept)
     targets = targets_for(task.vocabulary, train.labels, task.multilabel)
@@ -238,7 +239,7 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int,
     distributed.check_batch(cfg.batch_size, ranks)
     loss_fn = make_loss(cfg, task.multilabel, len(task.vocabulary))
     backbone.check_trainable()
-    if not open_run_folder(out, cfg, task, ranks, held):
+    if not open_run_folder(out, cfg, task, clips, ranks, held):
         return None
     evaluator = make_evaluator(cfg, task, clips, workers)
     if ranks.main:
@@ -277,14 +278,17 @@ def check_options(cfg: TuneConfig) -> None:
                         f"than --epochs {cfg.epochs}")
 
 
-def open_run_folder(out: Path, cfg: TuneConfig, task: Task, ranks: distributed.Ranks,
-                    held: ExitStack) -> bool:
-    """Rank 0 locks and opens the run folder (`held` keeps the lock); every rank then learns
-    whether the run still has work (False: done.json says it finished)."""
+def open_run_folder(out: Path, cfg: TuneConfig, task: Task, clips: TrainingClips,
+                    ranks: distributed.Ranks, held: ExitStack) -> bool:
+    """Rank 0 locks and opens the run folder (`held` keeps the lock) and records a few-shot
+    run's draw there; every rank then learns whether the run still has work (False: done.json
+    says it finished)."""
     check_output_dir(out, "--out", [task.path])
     if ranks.main:
         held.enter_context(exclusive(out))
         open_run(out, cfg, task.content_key())
+        if cfg.shots:
+            write_draw(out / SHOTS_FILE, clips.train.names, cfg.shots, cfg.seed)
     distributed.barrier(ranks)
     return not (out / "done.json").exists()
 
