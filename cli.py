@@ -25,7 +25,6 @@ from hear_contrastune.cli_options import (
     RUN,
     SHOTS,
     WORKERS,
-    Duration,
     Shots,
     tuning_options,
     with_options,
@@ -35,8 +34,8 @@ from hear_contrastune.comparison.compare import CompareConfig
 from hear_contrastune.comparison.layout import DEFAULT_PROBES, METHODS, PROBES
 from hear_contrastune.comparison.options import SELECTION
 from hear_contrastune.errors import UserError
+from hear_contrastune.estimators.knn_search import DEFAULT_TEMPERATURE, METRICS, WEIGHTINGS
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
-from hear_contrastune.probes.knn_search import DEFAULT_TEMPERATURE, METRICS, WEIGHTINGS
 from hear_contrastune.training.config import DEFAULTS as D
 from hear_contrastune.training.config import METHODS as TUNED_METHODS
 from hear_contrastune.training.config import (
@@ -209,6 +208,25 @@ def embed(model: str, tasks_dir: Path, out: Path, name: str | None, workers: int
 
     for d in embed_tasks(model, tasks_dir, out, name, device, workers):
         click.echo(str(d))
+
+
+class Duration(click.ParamType):
+    """Seconds > 0, or 'none' (importer.KEEP_LENGTH): every clip keeps its own length."""
+
+    name = "SECONDS|none"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == importer.KEEP_LENGTH:
+            return value
+        if str(value).strip().lower() == importer.KEEP_LENGTH:
+            return importer.KEEP_LENGTH
+        try:
+            seconds = float(value)
+        except ValueError:
+            self.fail(f"{value!r}: expected seconds > 0 or 'none'", param, ctx)
+        if not seconds > 0:
+            self.fail(f"{value!r}: expected seconds > 0 or 'none'", param, ctx)
+        return seconds
 
 
 @tasks.command("import")
@@ -421,7 +439,9 @@ def quickstart(out: Path, task: str, size: str, grid: str, workers: int, device:
     of `compare`: frozen and contrastive, one task, one seed)."""
     from hear_contrastune.comparison.quickstart import quickstart as run_quickstart
 
-    click.echo(run_quickstart(out, task, size, TuneConfig(**tuning), grid, device, workers,
+    click.echo(f"building task {task} ({size}) ...")
+    task_dir = eval_tasks.build(task, out / "tasks", size=size)
+    click.echo(run_quickstart(out, task_dir, TuneConfig(**tuning), grid, device, workers,
                               say=click.echo))
 
 

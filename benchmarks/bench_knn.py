@@ -40,8 +40,8 @@ from hear_contrastune.data.embeddings import (  # noqa: E402
     read_split,
     write_split,
 )
+from hear_contrastune.estimators.knn_search import KnnIndex, chunk_rows, onednn_available  # noqa: E402
 from hear_contrastune.probes.knn import OUTPUT_NAME  # noqa: E402
-from hear_contrastune.probes.knn_search import KnnIndex, chunk_rows, onednn_available  # noqa: E402
 
 GIB = 2**30
 # ru_maxrss survives exec: a child's is at least its parent's peak at spawn time. The parent

@@ -36,8 +36,8 @@ import click
 
 import eval_tasks
 from hear_contrastune.atomic import write_text
+from hear_contrastune.data.loading import DEFAULT_WORKERS
 from hear_contrastune.data.task import load_task
-from hear_contrastune.embed import DEFAULT_WORKERS
 from hear_contrastune.search import Search, run_search
 from hear_contrastune.training.config import DEFAULTS, METHODS, TuneConfig
 from hear_contrastune.training.search_space import SPACE

@@ -1,5 +1,5 @@
 """The command line's shared options, declared once with their defaults read from the
-configuration dataclasses (training.config.TuneConfig, the probes' and importer's constants),
+configuration dataclasses (training.config.TuneConfig, the probes' constants),
 so `contrastune`'s commands and the library cannot disagree on a default."""
 
 import json
@@ -9,9 +9,8 @@ from pathlib import Path
 
 import click
 
-from eval_tasks import importer
 from hear_contrastune.data.hear_format import read_json
-from hear_contrastune.embed import DEFAULT_WORKERS
+from hear_contrastune.data.loading import DEFAULT_WORKERS
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
 from hear_contrastune.training.config import (
@@ -156,25 +155,6 @@ RUN = (
     click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder."),
     click.option("--seed", default=D.seed, show_default=True, type=int),
 )
-
-
-class Duration(click.ParamType):
-    """Seconds > 0, or 'none' (importer.KEEP_LENGTH): every clip keeps its own length."""
-
-    name = "SECONDS|none"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float) or value == importer.KEEP_LENGTH:
-            return value
-        if str(value).strip().lower() == importer.KEEP_LENGTH:
-            return importer.KEEP_LENGTH
-        try:
-            seconds = float(value)
-        except ValueError:
-            self.fail(f"{value!r}: expected seconds > 0 or 'none'", param, ctx)
-        if not seconds > 0:
-            self.fail(f"{value!r}: expected seconds > 0 or 'none'", param, ctx)
-        return seconds
 
 
 def load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:

@@ -12,30 +12,23 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from hear_contrastune.atomic import atomic_dir, read_json_or_none, write_json
 from hear_contrastune.backbones import is_backbone_spec
-from hear_contrastune.data.embeddings import copy_task_files, write_split
+from hear_contrastune.backbones.embedding import embed_clips
+from hear_contrastune.data.embeddings import CLIP_NAMES_SUFFIX, copy_task_files, write_split
 from hear_contrastune.data.hear_format import METADATA_FILE, is_hear_folder
-from hear_contrastune.data.loading import ClipDataset, clip_batches, length_batches
+from hear_contrastune.data.loading import DEFAULT_WORKERS, ClipDataset
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
-from hear_contrastune.hear_api import HearModel, get_scene_embeddings, load_model
+from hear_contrastune.hear_api import HearModel, load_model
 from hear_contrastune.lock import exclusive
 from hear_contrastune.outputs import check_output_dir
 
 MODEL_FILE = "embedding-model.json"
-# DataLoader worker processes decoding clips. Decoding is light next to the encoder: on a 2-core
-# CPU, decoding in the main process kept 1.02x the in-memory path's training throughput and one
-# worker 0.92x (it takes a core from the encoder; benchmarks/bench_data.py); with more cores,
-# workers overlap decoding with compute.
-DEFAULT_WORKERS = 0 if (os.cpu_count() or 1) <= 2 else min(4, (os.cpu_count() or 1) // 2)
-PROGRESS_MIN_CLIPS = 200  # fewer clips than this embed without a progress bar
 log = logging.getLogger(__name__)
 
 
@@ -59,25 +52,6 @@ def task_dirs(tasks_dir: Path) -> list[Path]:
     return found
 
 
-def embed_clips(model: HearModel, dataset: ClipDataset, indices: Sequence[int] | None = None,
-                workers: int = DEFAULT_WORKERS, desc: str = "") -> torch.Tensor:
-    """Scene embeddings [n, d] of the dataset's clips (all, or `indices`, in that order),
-    streamed from disk in batches of equal length; on the model's device."""
-    indices = list(range(len(dataset))) if indices is None else list(indices)
-    lengths = dataset.lengths()
-    batches = length_batches(lengths, indices, model.backbone.max_batch_samples)
-    device = model.backbone.device
-    loader = clip_batches(dataset, batches, workers, pin_memory=device.type == "cuda")
-    rows = {i: row for row, i in enumerate(indices)}
-    out = torch.empty(len(indices), model.scene_embedding_size, device=device)
-    bar = tqdm(loader, desc=desc or "embed", unit="batch", leave=False, total=len(batches),
-               disable=len(indices) < PROGRESS_MIN_CLIPS)
-    for audio, idx in bar:
-        emb = get_scene_embeddings(audio.to(device, non_blocking=True), model)
-        out[torch.tensor([rows[int(i)] for i in idx], device=device)] = emb
-    return out
-
-
 def model_key(model: str | os.PathLike[str]) -> str:
     """What a model's embeddings depend on: a checkpoint's bytes (sha256), or a backbone spec."""
     path = Path(model)
@@ -99,7 +73,9 @@ def embed_task(model: HearModel, model_id: str, key: str, task_dir: Path, out_di
     wanted = {"model_key": key, "task_key": task.content_key()}
     held = read_json_or_none(dest / MODEL_FILE)
     # a folder whose bulk files were dropped (a checkout of a compare run) is embedded again
-    whole = all((dest / f"{split}.embeddings.npy").is_file() for split in task.splits)
+    # (and one embedded before clip names were recorded)
+    whole = all((dest / f"{split}.embeddings.npy").is_file()
+                and (dest / f"{split}{CLIP_NAMES_SUFFIX}").is_file() for split in task.splits)
     if isinstance(held, dict) and {k: held.get(k) for k in wanted} == wanted and whole:
         return dest
     if held is not None:
@@ -110,8 +86,9 @@ def embed_task(model: HearModel, model_id: str, key: str, task_dir: Path, out_di
         copy_task_files(task.path, tmp, task.splits)
         for split in task.splits:
             clips = ClipDataset(task, [split])
-            emb = embed_clips(model, clips, workers=workers, desc=f"embed {task.name}/{split}")
-            write_split(tmp, split, emb.cpu().numpy(), clips.labels)
+            emb = embed_clips(model.backbone, clips, workers=workers,
+                              desc=f"embed {task.name}/{split}")
+            write_split(tmp, split, emb.cpu().numpy(), clips.labels, clips.names)
         write_json(tmp / MODEL_FILE, {"model": model_id, **wanted, "meta": model.meta})
     return dest
 

@@ -13,8 +13,8 @@ from backbone_checks import supcon_losses
 
 import hear_contrastune
 from hear_contrastune.backbones import PREFIXES, build_backbone, is_backbone_spec
+from hear_contrastune.backbones.checkpoint import save_checkpoint
 from hear_contrastune.errors import UserError
-from hear_contrastune.training.checkpoint import save_checkpoint
 from hear_contrastune.validate import validate
 
 FIXTURE = "hear:hear_module_fixture"

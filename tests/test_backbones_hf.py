@@ -17,8 +17,8 @@ from backbone_checks import supcon_losses  # noqa: E402
 
 import hear_contrastune  # noqa: E402
 from hear_contrastune.backbones import PREFIXES, build_backbone, is_backbone_spec  # noqa: E402
+from hear_contrastune.backbones.checkpoint import save_checkpoint  # noqa: E402
 from hear_contrastune.errors import UserError  # noqa: E402
-from hear_contrastune.training.checkpoint import save_checkpoint  # noqa: E402
 from hear_contrastune.validate import validate  # noqa: E402
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,

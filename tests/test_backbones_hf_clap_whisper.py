@@ -13,8 +13,8 @@ from hf_tiny import WHISPER_WINDOW, save_clap, save_whisper  # noqa: E402
 
 import hear_contrastune  # noqa: E402
 from hear_contrastune.backbones import build_backbone  # noqa: E402
+from hear_contrastune.backbones.checkpoint import save_checkpoint  # noqa: E402
 from hear_contrastune.errors import UserError  # noqa: E402
-from hear_contrastune.training.checkpoint import save_checkpoint  # noqa: E402
 from hear_contrastune.validate import validate  # noqa: E402
 
 

@@ -20,8 +20,8 @@ from hf_tiny import save_whisper  # noqa: E402
 
 import hear_contrastune  # noqa: E402
 from hear_contrastune.backbones import build_backbone  # noqa: E402
+from hear_contrastune.backbones.checkpoint import save_checkpoint  # noqa: E402
 from hear_contrastune.errors import UserError  # noqa: E402
-from hear_contrastune.training.checkpoint import save_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ("import sys\nfrom hear_contrastune.backbones import build_backbone\n"

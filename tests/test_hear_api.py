@@ -5,8 +5,8 @@ import torch
 
 import hear_contrastune
 from hear_contrastune.backbones import build_backbone
+from hear_contrastune.backbones.checkpoint import save_checkpoint
 from hear_contrastune.errors import UserError
-from hear_contrastune.training.checkpoint import save_checkpoint
 from hear_contrastune.validate import validate
 
 

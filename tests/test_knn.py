@@ -6,8 +6,8 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 from hear_contrastune.errors import UserError
-from hear_contrastune.probes import knn_search as knn
-from hear_contrastune.probes.knn_search import (
+from hear_contrastune.estimators import knn_search as knn
+from hear_contrastune.estimators.knn_search import (
     KnnIndex,
     Neighbours,
     onednn_available,

@@ -15,24 +15,23 @@ import torch
 from kill import kill_once_written
 
 import eval_tasks
+from hear_contrastune.backbones.checkpoint import load_backbone, read_checkpoint
 from hear_contrastune.data.hear_format import roles_for_fold
 from hear_contrastune.data.loading import ClipDataset
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
-from hear_contrastune.training.checkpoint import load_backbone, read_checkpoint
 from hear_contrastune.training.config import SELECT_RULES, TuneConfig
 from hear_contrastune.training.loop import make_schedule, tune
 from hear_contrastune.training.objective import targets_for
 from hear_contrastune.training.run_log import read_csv
 from hear_contrastune.training.selection import (
-    Selection,
     choose_epoch,
     every,
     is_scored,
-    small_valid_warning,
     stalled,
     stop_epoch,
 )
+from hear_contrastune.training.valid_evaluator import ValidEvaluator, small_valid_warning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A learning rate high enough that the tiny task's valid curve goes up and down, so the three
@@ -61,13 +60,15 @@ def runs(program_task, tmp_path_factory) -> dict[str, Path]:
 
 
 def valid_knn_of(checkpoint: Path, task_dir: Path) -> float:
-    """The valid kNN score the loop's selection gives a checkpoint's backbone."""
+    """The valid kNN score the loop's evaluator gives a checkpoint's backbone."""
     task = load_task(task_dir, 16000)
     roles = roles_for_fold(task, "")
     reference, valid = ClipDataset(task, roles["train"]), ClipDataset(task, roles["valid"])
-    selection = Selection(reference, valid, targets_for(task.vocabulary, reference.labels, False),
-                          targets_for(task.vocabulary, valid.labels, False), False, 5000, 0, 0)
-    return selection(load_backbone(checkpoint)[0])["valid_knn"]
+    evaluator = ValidEvaluator(reference, valid,
+                               targets_for(task.vocabulary, reference.labels, False),
+                               targets_for(task.vocabulary, valid.labels, False), False, 5000, 0,
+                               0)
+    return evaluator.score(load_backbone(checkpoint)[0])["valid_knn"]
 
 
 def test_choose_epoch_on_a_curve_where_the_rules_differ() -> None:

@@ -63,7 +63,7 @@ def test_every_method_of_a_seed_trains_on_the_same_clips_and_probes_see_them(tmp
                 run = build_run(small(task, method=method, seed=seed, shots=2).resolved(),
                                 tmp_path / f"{method}{seed}", "cpu", 0, held)
             clips[method, seed] = [(split, name) for split, name, _ in run.train.clips]
-            reference = [(s, n) for s, n, _ in run.selection.reference.clips]
+            reference = [(s, n) for s, n, _ in run.evaluator.reference.clips]
             assert reference == clips[method, seed]  # model selection's train clips too
     for seed in (0, 1):
         assert clips["contrastive", seed] == clips["finetune", seed] == clips["lpft", seed]

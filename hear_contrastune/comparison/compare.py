@@ -50,9 +50,16 @@ from hear_contrastune.comparison.results import Record, ResultsFile, read_result
 from hear_contrastune.comparison.reuse import Progress, Unit, read_progress, task_key
 from hear_contrastune.data.embeddings import fold_view, open_embedded_task, read_split
 from hear_contrastune.data.hear_format import HearFolder, fold_roles
-from hear_contrastune.data.shots import shots_view
+from hear_contrastune.data.loading import DEFAULT_WORKERS
+from hear_contrastune.data.shots import (
+    SHOTS_FILE,
+    draw_train_clips,
+    read_draw,
+    shots_view,
+    write_draw,
+)
 from hear_contrastune.data.task import Task, load_task
-from hear_contrastune.embed import DEFAULT_WORKERS, embed_tasks, task_dirs
+from hear_contrastune.embed import embed_tasks, task_dirs
 from hear_contrastune.errors import UserError
 from hear_contrastune.lock import exclusive
 from hear_contrastune.outputs import check_output_dir
@@ -298,7 +305,8 @@ def run_fold(cfg: CompareConfig, run: Path, step: Step, frozen_dir: Path | None,
     probe_dir = emb_dir if not fold else fold_view(
         open_embedded_task(emb_dir), fold, fold_dir(run, view_label, task_dir.name, fold))
     if shots:
-        probe_dir = shots_view(open_embedded_task(probe_dir), shots, seed,
+        probe_dir = shots_view(open_embedded_task(probe_dir),
+                               read_draw(draw_file(run, step)), shots, seed,
                                shots_dir(run, run_label(method, seed, "", shots), task_dir.name,
                                          fold))
     scores: dict[str, ProbeScore | float] = dict(probe(probe_dir, cfg.probes, cfg.grid))
@@ -306,6 +314,18 @@ def run_fold(cfg: CompareConfig, run: Path, step: Step, frozen_dir: Path | None,
         scores[HEAD] = head_score(Path(model), probe_dir)["test_score"]
     return [scored_record(step.task, method, seed, fold, step.n_folds, p, s, run, shots)
             for p, s in scores.items()]
+
+
+def draw_file(run: Path, step: Step) -> Path:
+    """A few-shot step's draw: the one its tuning run recorded, or, for the frozen encoder
+    (no tuning run), one drawn here and recorded in its model folder."""
+    path = model_dir(run, step.task_dir.name, step.method, step.seed, step.fold,
+                     step.shots) / SHOTS_FILE
+    if step.method == "frozen":
+        clips, kept = draw_train_clips(step.task, step.fold, step.shots, step.seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_draw(path, [clips.names[i] for i in kept], step.shots, step.seed)
+    return path
 
 
 def chosen_folds(task: Task, wanted: tuple[str, ...]) -> list[str]:

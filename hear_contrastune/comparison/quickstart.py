@@ -1,7 +1,8 @@
-"""The main job, a preset of `compare`: build one task, then the frozen encoder and contrastive
-tuning under every probe, with compare's layout, results.json, report and table.
+"""The main job, a preset of `compare`: on one task, the frozen encoder and contrastive tuning
+under every probe, with compare's layout, results.json, report and table.
 
-    OUT/tasks/<task>/       the HEAR task (eval_tasks)
+    OUT/tasks/<task>/       the HEAR task (built by `contrastune quickstart` from eval_tasks,
+                            which the package does not import)
     OUT/...                 a compare run (comparison.layout)
 """
 
@@ -9,10 +10,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import eval_tasks
 from hear_contrastune.comparison.compare import CompareConfig, compare
 from hear_contrastune.comparison.report.tables import summary_table
-from hear_contrastune.embed import DEFAULT_WORKERS
+from hear_contrastune.data.loading import DEFAULT_WORKERS
 from hear_contrastune.training.config import DEFAULTS, TuneConfig
 
 TASK = "gm-program"
@@ -22,12 +22,9 @@ TUNING = replace(DEFAULTS, epochs=20)
 GRID = "fast"
 
 
-def quickstart(out: Path, task: str = TASK, size: str = eval_tasks.DEFAULT_SIZE,
-               tuning: TuneConfig = TUNING, grid: str = GRID, device: str | None = None,
-               workers: int = DEFAULT_WORKERS,
+def quickstart(out: Path, task_dir: Path, tuning: TuneConfig = TUNING, grid: str = GRID,
+               device: str | None = None, workers: int = DEFAULT_WORKERS,
                say: Callable[[str], None] = lambda _: None) -> str:
-    """Run every stage (each resumes) and return the results table."""
-    say(f"building task {task} ({size}) ...")
-    task_dir = eval_tasks.build(task, Path(out) / "tasks", size=size)
+    """Run every stage on the built task (each resumes) and return the results table."""
     cfg = CompareConfig(tasks_dir=task_dir, tuning=tuning, seeds=1, grid=grid, methods=METHODS)
     return summary_table(compare(cfg, Path(out), device, workers, say))

@@ -7,6 +7,9 @@ One folder per task, as `heareval.embeddings.runner` writes it and
     <split>.embeddings.npy              raw, headerless float32 memmap (NOT an np.save file)
     <split>.embedding-dimensions.json   [n, d]
     <split>.target-labels.pkl           a list holding one list of label strings per clip
+    <split>.clip-names.json             ours, beside heareval's files: each row's clip as
+                                        "<task split>/<filename>", so a view cut by clip
+                                        (data.shots) never depends on the rows' order
 
 The `.npy` name is a trap: heareval opens it with `np.memmap(shape=dims)`, so a file written
 with `np.save` is read shifted by its header, silently. `read_split` detects that.
@@ -36,21 +39,28 @@ from hear_contrastune.data.hear_format import (
 from hear_contrastune.errors import UserError
 
 NPY_MAGIC = b"\x93NUMPY"
+CLIP_NAMES_SUFFIX = ".clip-names.json"
 
 
 def write_split(
-    out_dir: Path, split: str, embeddings: np.ndarray, labels: list[list[str]]
+    out_dir: Path, split: str, embeddings: np.ndarray, labels: list[list[str]],
+    clips: list[str] | None = None,
 ) -> None:
-    """Write one split's embeddings and labels; the dimensions file goes last, marking it done."""
+    """Write one split's embeddings and labels, and each row's clip name when known; the
+    dimensions file goes last, marking it done."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     if embeddings.ndim != 2 or len(embeddings) != len(labels):
         raise ValueError(f"{split}: {embeddings.shape} embeddings for {len(labels)} label lists")
+    if clips is not None and len(clips) != len(labels):
+        raise ValueError(f"{split}: {len(clips)} clip names for {len(labels)} label lists")
     with atomic_path(out_dir / f"{split}.embeddings.npy") as tmp, open(tmp, "wb") as f:
         # raw float32, exactly what np.memmap(mode="r") reads; written through a Python file,
         # whose failed write (a full disk) is an OSError with its errno, unlike ndarray.tofile
         f.write(embeddings.data)
     with atomic_path(out_dir / f"{split}.target-labels.pkl") as tmp:
         tmp.write_bytes(pickle.dumps([list(x) for x in labels]))
+    if clips is not None:
+        write_json(out_dir / f"{split}{CLIP_NAMES_SUFFIX}", list(clips))
     write_json(out_dir / f"{split}.embedding-dimensions.json", list(embeddings.shape))
 
 
@@ -132,6 +142,24 @@ def read_split(task: EmbeddedTask, split: str) -> tuple[np.ndarray, list[list[st
     return embeddings, [[str(x) for x in row] for row in labels]
 
 
+def has_clip_names(task: EmbeddedTask, split: str) -> bool:
+    """Whether the split records each row's clip (folders embedded before it did not)."""
+    return (task.path / f"{split}{CLIP_NAMES_SUFFIX}").is_file()
+
+
+def read_clip_names(task: EmbeddedTask, split: str) -> list[str]:
+    """Each row's clip name, "<task split>/<filename>", in the split's row order."""
+    path = task.path / f"{split}{CLIP_NAMES_SUFFIX}"
+    if not path.is_file():
+        raise UserError(f"{path}: missing (embedded before clip names were recorded); "
+                        "embed the task again")
+    names = json.loads(path.read_text())
+    n = json.loads((task.path / f"{split}.embedding-dimensions.json").read_text())[0]
+    if not isinstance(names, list) or len(names) != n:
+        raise UserError(f"{path}: expected {n} clip names, one per embedding")
+    return [str(name) for name in names]
+
+
 VIEW_SOURCE_FILE = "view-source.json"
 
 
@@ -146,7 +174,9 @@ def fold_view(source: EmbeddedTask, fold: str, dest: Path) -> Path:
     results inside it are kept.
     """
     roles = roles_for_fold(source, fold)
-    key = {"source": source.name, "fold": fold, "sha256": content_key(source)}
+    named = all(has_clip_names(source, s) for splits in roles.values() for s in splits)
+    key = {"source": source.name, "fold": fold, "sha256": content_key(source),
+           "clip_names": named}
     held = dest / VIEW_SOURCE_FILE
     if held.is_file() and json.loads(held.read_text()) == key:
         return dest
@@ -158,8 +188,10 @@ def fold_view(source: EmbeddedTask, fold: str, dest: Path) -> Path:
         shutil.copyfile(source.path / VOCABULARY_FILE, tmp / VOCABULARY_FILE)
         for role, splits in roles.items():
             parts = [read_split(source, split) for split in splits]
+            names = ([n for split in splits for n in read_clip_names(source, split)]
+                     if named else None)
             write_split(tmp, role, np.concatenate([x for x, _ in parts]),
-                        [labels for _, y in parts for labels in y])
+                        [labels for _, y in parts for labels in y], names)
         write_json(tmp / VIEW_SOURCE_FILE, key)
     return dest
 

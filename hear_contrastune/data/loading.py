@@ -8,6 +8,7 @@ batch of equal-length audio): a clip of a length no other clip has goes alone, a
 own runner feeds a task with clips of varying length.
 """
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -17,6 +18,12 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from hear_contrastune.data.audio import clip_length, read_clip
 from hear_contrastune.data.task import Task
 from hear_contrastune.errors import UserError
+
+# DataLoader worker processes decoding clips. Decoding is light next to the encoder: on a 2-core
+# CPU, decoding in the main process kept 1.02x the in-memory path's training throughput and one
+# worker 0.92x (it takes a core from the encoder; benchmarks/bench_data.py); with more cores,
+# workers overlap decoding with compute.
+DEFAULT_WORKERS = 0 if (os.cpu_count() or 1) <= 2 else min(4, (os.cpu_count() or 1) // 2)
 
 
 class ClipDataset(Dataset):
@@ -39,6 +46,11 @@ class ClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.clips)
+
+    @property
+    def names(self) -> list[str]:
+        """Each clip as "<split>/<filename>": what embeddings folders and few-shot draws record."""
+        return [f"{split}/{filename}" for split, filename, _ in self.clips]
 
     @property
     def labels(self) -> list[list[str]]:

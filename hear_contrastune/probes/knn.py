@@ -19,7 +19,7 @@ import torch
 
 from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task
 from hear_contrastune.errors import UserError
-from hear_contrastune.probes.knn_search import (
+from hear_contrastune.estimators.knn_search import (
     DEFAULT_TEMPERATURE,
     METRICS,
     WEIGHTINGS,
@@ -28,6 +28,7 @@ from hear_contrastune.probes.knn_search import (
     resolve_device,
     vote,
 )
+from hear_contrastune.estimators.valid_choice import choose_on_valid
 from hear_contrastune.probes.predictions import Predictions
 from hear_contrastune.probes.protocol import (
     aggregate_folds,
@@ -93,18 +94,6 @@ def run_knn_probe(
             for task in tasks]
 
 
-def _choose_k(val_scores: dict[int, float], maximize: bool) -> int:
-    """The best k on validation; equal scores go to the smaller k, NaN scores lose."""
-    ordered = sorted(val_scores.items())
-    best_k, best = ordered[0]
-    for k, value in ordered[1:]:
-        if math.isnan(value):
-            continue
-        if math.isnan(best) or (value > best if maximize else value < best):
-            best_k, best = k, value
-    return best_k
-
-
 def probe_task(
     task: EmbeddedTask,
     k_grid: tuple[int, ...],
@@ -165,7 +154,7 @@ def probe_task(
                 targets[valid])
             for k in ks
         }
-        best_k = _choose_k(val_scores, maximize)
+        best_k = choose_on_valid(val_scores, maximize)
         test_pred = _vote(test_nn, train_t, n_classes, best_k, weighting, temperature)
         kept.append((fold, test_pred, targets[test]))
         folds[fold] = {

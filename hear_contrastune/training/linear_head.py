@@ -3,8 +3,9 @@
 Kumar et al. (2022, "Fine-Tuning can Distort Pretrained Features") fit the head on frozen
 features first, then fine-tune everything from there: a random head's large early gradients
 pull the pretrained features apart (the README's fine-tuning study saw valid kNN fall from 0.63
-to 0.24 with a slow random head). The fit is the logistic probe's own (probes.logistic.fit_path:
-L-BFGS to convergence on standardised features, C chosen on valid by the task's metric), on what
+to 0.24 with a slow random head). The fit is the logistic probe's own
+(estimators.logistic_fit.fit_path: L-BFGS to convergence on standardised features, C chosen on
+valid by the task's metric), on what
 the classifier sees (the L2-normalised embedding times its scale), of model selection's train
 and valid clips; the standardisation is then folded into the layer: W' = W / s, b' = b - W' m.
 """
@@ -15,14 +16,10 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
-from hear_contrastune.probes.logistic import (
-    BLAS_THREADS,
-    DEFAULT_C_GRID,
-    choose_on_valid,
-    fit_path,
-)
+from hear_contrastune.estimators.logistic_fit import BLAS_THREADS, DEFAULT_C_GRID, fit_path
+from hear_contrastune.estimators.valid_choice import choose_on_valid
 from hear_contrastune.training.objective import Classifier
-from hear_contrastune.training.selection import valid_metric
+from hear_contrastune.training.valid_evaluator import valid_metric
 
 
 def multi_hot(targets: Tensor, n_labels: int) -> np.ndarray:

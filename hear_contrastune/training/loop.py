@@ -1,16 +1,20 @@
 """Tuning a backbone on a HEAR task's train split: contrastively, or by vanilla fine-tuning.
 
-The loop, as in SupContrast's main_supcon.py: build the run, then per epoch train one epoch
-(two random views of every clip -> backbone -> pooled embedding -> head -> loss), evaluate
-on valid, save. The method decides only the head and the loss (training.objective); data,
+The loop, as in SupContrast's main_supcon.py: build the run (check the options, open the run
+folder, then data, model, optimiser and schedule, each a small step of `build_run`), then per
+epoch train one epoch (two random views of every clip -> backbone -> pooled embedding -> head ->
+loss), score valid (training.valid_evaluator), choose the epoch to keep (training.selection) and
+save. The method decides only the head and the loss (training.objective); data,
 sampler, views, optimiser, schedule, epochs and model selection are shared. The backbone of the
 epoch the selection rule keeps (training.selection.choose_epoch; by default the best valid kNN
 epoch) is a HEAR checkpoint (`best.pt`; for finetune it also holds the classifier, whose own
 test score `compare` reports). Epoch 0 is the untuned encoder, so under the default rule a run
 never returns something worse on valid than what it started from.
 
-Run folder: config.json (what defines the run), state.pt (resume point, rewritten every epoch),
-best.pt, steps.csv / epochs.csv (and TensorBoard), done.json (written last: the run finished).
+Run folder: config.json (what defines the run), shots.json (a few-shot run's draw, by clip
+name: what the probes of its embeddings are cut to), state.pt (resume point, rewritten every
+epoch), best.pt, steps.csv / epochs.csv (and TensorBoard), done.json (written last: the run
+finished).
 With --patience N the run ends once the selection score has not improved for N epochs
 (training.selection.stalled); state.pt records that decision, so a run killed while stopping
 ends on resume, as an uninterrupted one did.
@@ -39,18 +43,17 @@ from tqdm import tqdm
 
 from hear_contrastune.atomic import write_json
 from hear_contrastune.backbones import Backbone, build_backbone
+from hear_contrastune.backbones.checkpoint import save_checkpoint
 from hear_contrastune.data.hear_format import Roles, roles_for_fold
-from hear_contrastune.data.loading import ClipDataset, clip_batches
+from hear_contrastune.data.loading import DEFAULT_WORKERS, ClipDataset, clip_batches
 from hear_contrastune.data.samplers import fit_batch, make_sampler
-from hear_contrastune.data.shots import draw_shots, shots_note
+from hear_contrastune.data.shots import SHOTS_FILE, draw_train_clips, shots_note, write_draw
 from hear_contrastune.data.task import Task, load_task
 from hear_contrastune.data.views import random_view
-from hear_contrastune.embed import DEFAULT_WORKERS
 from hear_contrastune.errors import UserError
 from hear_contrastune.lock import exclusive, is_lock
 from hear_contrastune.outputs import check_output_dir
 from hear_contrastune.training import distributed
-from hear_contrastune.training.checkpoint import save_checkpoint
 from hear_contrastune.training.config import (
     BATCH_SIZE,
     CLASSIFIER_METHODS,
@@ -66,14 +69,9 @@ from hear_contrastune.training.linear_head import fit_linear_head
 from hear_contrastune.training.objective import make_head, make_loss, targets_for
 from hear_contrastune.training.pairs import jaccard_similarity
 from hear_contrastune.training.run_log import RunLog, read_csv
-from hear_contrastune.training.selection import (
-    Selection,
-    choose_epoch,
-    is_scored,
-    small_valid_warning,
-    stalled,
-)
+from hear_contrastune.training.selection import choose_epoch, is_scored, stalled
 from hear_contrastune.training.state import TrainingState
+from hear_contrastune.training.valid_evaluator import ValidEvaluator, small_valid_warning
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +88,7 @@ class Run:
     amp: torch.dtype | None
     train: ClipDataset  # training crops, decoded as batches are drawn
     train_targets: Tensor  # on the device
-    selection: Selection
+    evaluator: ValidEvaluator
     workers: int
     backbone: Backbone
     head: nn.Module
@@ -136,7 +134,10 @@ def tune(cfg: TuneConfig, out: Path, device: str | None = None,
             # every rank's view-generator state, so a resumed run draws the same views on each
             run.state.generators = distributed.gather_objects(run.gen.get_state(), run.ranks)
             if run.ranks.main:
-                evaluate_and_save(run, epoch, losses, seconds)
+                valid = score_valid(run, epoch, losses, seconds)
+                if valid:
+                    choose_and_save_best(run, epoch)
+                save_state(run, epoch)
                 if on_epoch is not None and math.isfinite(run.scores[epoch]):
                     on_epoch(epoch, run.scores[epoch])
             # rank 0 alone scores valid: every rank takes its decision to stop (a barrier too)
@@ -182,9 +183,8 @@ def training_clips(cfg: TuneConfig, task: Task) -> TrainingClips:
     seconds = cfg.clip_seconds or task.duration or VARIABLE_CLIP_SECONDS
     kept, notes = None, []
     if cfg.shots:  # the same draw for every method of this seed (data.shots)
-        all_labels = ClipDataset(task, roles["train"]).labels
-        kept = draw_shots(all_labels, cfg.shots, cfg.seed, task.multilabel)
-        notes.append(f"{shots_note(all_labels, kept, cfg.shots, task.multilabel)}; "
+        whole, kept = draw_train_clips(task, cfg.fold, cfg.shots, cfg.seed)
+        notes.append(f"{shots_note(whole.labels, kept, cfg.shots, task.multilabel)}; "
                      "valid is whole")
     train = ClipDataset(task, roles["train"], round(seconds * task.sample_rate), cfg.seed, kept)
     targets = targets_for(task.vocabulary, train.labels, task.multilabel)
@@ -228,6 +228,41 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int,
               held: ExitStack) -> Run | None:
     """Check everything, lock and open the run folder (`held` keeps the lock), and build data,
     model, loss and optimiser; None if the run is already done."""
+    check_options(cfg)
+    ranks, device = distributed.init(device)
+    amp = autocast_dtype(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    backbone = build_backbone(cfg.backbone)
+    task = load_task(cfg.task_dir, backbone.sample_rate)  # at the rate the backbone takes
+    clips = training_clips(cfg, task)
+    cfg = clips.cfg
+    distributed.check_batch(cfg.batch_size, ranks)
+    loss_fn = make_loss(cfg, task.multilabel, len(task.vocabulary))
+    backbone.check_trainable()
+    if not open_run_folder(out, cfg, task, clips, ranks, held):
+        return None
+    evaluator = make_evaluator(cfg, task, clips, workers)
+    if ranks.main:
+        log_run(cfg, task, clips, evaluator)
+    backbone = backbone.to(device)
+    head = make_head(cfg, backbone.embedding_size, len(task.vocabulary)).to(device)
+    if cfg.method == "lpft" and not (out / "state.pt").exists():  # a resume restores the head
+        fit_lpft_head(head, backbone, evaluator, task.multilabel, ranks)
+    optimizer = make_optimizer(cfg, backbone, head)
+    return Run(
+        cfg=cfg, out=out, task=task, ranks=ranks, device=device, amp=amp, train=clips.train,
+        train_targets=clips.targets.to(device), evaluator=evaluator, workers=workers,
+        backbone=backbone, head=head, step_fn=make_step_fn(cfg, backbone, head, ranks),
+        loss_fn=loss_fn, scaler=torch.amp.GradScaler(enabled=amp == torch.float16),
+        gen=torch.Generator(device=device).manual_seed(cfg.seed * 1000 + ranks.rank),
+        state=TrainingState(backbone, head, optimizer,
+                            make_schedule(optimizer, cfg, steps_per_epoch(cfg, clips.targets))),
+        log=make_log(cfg, out) if ranks.main else None,
+    )
+
+
+def check_options(cfg: TuneConfig) -> None:
+    """Refuse options no run can use, before anything is built."""
     if not cfg.task_dir:
         raise UserError("--task-dir: needed to tune")
     if cfg.method not in METHODS:
@@ -241,77 +276,98 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int,
     if cfg.warmup_epochs < 0 or (cfg.warmup_epochs and cfg.warmup_epochs >= cfg.epochs):
         raise UserError(f"--warmup-epochs {cfg.warmup_epochs:g}: must be at least 0 and less "
                         f"than --epochs {cfg.epochs}")
-    ranks, device = distributed.init(device)
-    amp = autocast_dtype(cfg.precision, device)
-    torch.manual_seed(cfg.seed)
-    backbone = build_backbone(cfg.backbone)
-    task = load_task(cfg.task_dir, backbone.sample_rate)  # at the rate the backbone takes
-    clips = training_clips(cfg, task)
-    cfg, roles, train, train_targets = clips.cfg, clips.roles, clips.train, clips.targets
-    distributed.check_batch(cfg.batch_size, ranks)
-    loss_fn = make_loss(cfg, task.multilabel, len(task.vocabulary))
-    backbone.check_trainable()
+
+
+def open_run_folder(out: Path, cfg: TuneConfig, task: Task, clips: TrainingClips,
+                    ranks: distributed.Ranks, held: ExitStack) -> bool:
+    """Rank 0 locks and opens the run folder (`held` keeps the lock) and records a few-shot
+    run's draw there; every rank then learns whether the run still has work (False: done.json
+    says it finished)."""
     check_output_dir(out, "--out", [task.path])
     if ranks.main:
         held.enter_context(exclusive(out))
         open_run(out, cfg, task.content_key())
+        if cfg.shots:
+            write_draw(out / SHOTS_FILE, clips.train.names, cfg.shots, cfg.seed)
     distributed.barrier(ranks)
-    if (out / "done.json").exists():
-        return None
-    reference = ClipDataset(task, roles["train"], keep=clips.kept)  # whole clips, as probed
-    valid = ClipDataset(task, roles["valid"])
-    selection = Selection(reference, valid, train_targets,
+    return not (out / "done.json").exists()
+
+
+def make_evaluator(cfg: TuneConfig, task: Task, clips: TrainingClips,
+                   workers: int) -> ValidEvaluator:
+    """Valid scoring against the training clips, whole as the probes see them (a few-shot
+    run's draw only)."""
+    reference = ClipDataset(task, clips.roles["train"], keep=clips.kept)
+    valid = ClipDataset(task, clips.roles["valid"])
+    return ValidEvaluator(reference, valid, clips.targets,
                           targets_for(task.vocabulary, valid.labels, task.multilabel),
                           task.multilabel, cfg.select_max_clips, cfg.seed, workers)
-    if ranks.main:
-        log.info("%s: %s", task.name, task.audio_note)
-        for note in clips.notes:
-            log.info("%s", note)
-        log.info("training on %s (%d clips), %.2f s crops; %s", "+".join(roles["train"]),
-                 len(train), clips.seconds, selection.note)
-        warning = small_valid_warning(selection.valid_y, len(task.vocabulary), task.multilabel)
-        if warning:
-            log.warning("%s", warning)
-        if cfg.xbm_size:
-            log.info("cross-batch memory of %d embeddings (%.1f global batches), emptied at each "
-                     "epoch's start so that a resumed run trains as an uninterrupted one",
-                     cfg.xbm_size, cfg.xbm_size / (2 * cfg.batch_size))
 
-    backbone = backbone.to(device)
-    head = make_head(cfg, backbone.embedding_size, len(task.vocabulary)).to(device)
-    has_classifier = cfg.method in CLASSIFIER_METHODS
-    if cfg.method == "lpft" and not (out / "state.pt").exists():  # a resume restores the head
-        train_emb, valid_emb = selection.embed(backbone)
-        note = fit_linear_head(head, train_emb, selection.reference_y, valid_emb,
-                               selection.valid_y, task.multilabel)
-        if ranks.main:
-            log.info("%s", note)
-    net = nn.Sequential(backbone, head)  # what trains; the checkpoint keeps only the backbone
+
+def log_run(cfg: TuneConfig, task: Task, clips: TrainingClips,
+            evaluator: ValidEvaluator) -> None:
+    """Rank 0: say what the run trains and scores on, and warn of a valid set too small to
+    rank epochs."""
+    log.info("%s: %s", task.name, task.audio_note)
+    for note in clips.notes:
+        log.info("%s", note)
+    log.info("training on %s (%d clips), %.2f s crops; %s", "+".join(clips.roles["train"]),
+             len(clips.train), clips.seconds, evaluator.note)
+    warning = small_valid_warning(evaluator.valid_y, len(task.vocabulary), task.multilabel)
+    if warning:
+        log.warning("%s", warning)
+    if cfg.xbm_size:
+        log.info("cross-batch memory of %d embeddings (%.1f global batches), emptied at each "
+                 "epoch's start so that a resumed run trains as an uninterrupted one",
+                 cfg.xbm_size, cfg.xbm_size / (2 * cfg.batch_size))
+
+
+def fit_lpft_head(head: nn.Module, backbone: Backbone, evaluator: ValidEvaluator,
+                  multilabel: bool, ranks: distributed.Ranks) -> None:
+    """LP-FT: fit the classifier on the frozen encoder's embeddings of the evaluator's clips
+    before the first step (training.linear_head)."""
+    train_emb, valid_emb = evaluator.embed(backbone)
+    note = fit_linear_head(head, train_emb, evaluator.reference_y, valid_emb, evaluator.valid_y,
+                           multilabel)
+    if ranks.main:
+        log.info("%s", note)
+
+
+def make_step_fn(cfg: TuneConfig, backbone: Backbone, head: nn.Module,
+                 ranks: distributed.Ranks) -> nn.Module:
+    """Backbone + head, what trains (the checkpoint keeps only the backbone), under DDP and
+    torch.compile when asked."""
+    net = nn.Sequential(backbone, head)
     if ranks.world > 1:
         net = nn.parallel.DistributedDataParallel(net)
-    step_fn = torch.compile(net) if cfg.compile else net
-    groups = backbone.param_groups()  # pretrained weights may learn slower than new ones
+    return torch.compile(net) if cfg.compile else net
+
+
+def make_optimizer(cfg: TuneConfig, backbone: Backbone, head: nn.Module) -> torch.optim.Optimizer:
+    """AdamW over the backbone's groups and the head's, each at its own rate: pretrained
+    weights may learn slower than new ones."""
+    groups = backbone.param_groups()
     for group in groups:
         group["lr"] = cfg.lr * (cfg.backbone_lr_scale if group["name"] == "pretrained" else 1)
     groups.append({"name": "head", "params": list(head.parameters()),
                    "lr": cfg.lr * cfg.head_lr_scale})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # each epoch draws its own sampler, seeded by the epoch, so a resumed run sees the batches an
-    # uninterrupted one would have
-    sampler = make_sampler(train_targets, cfg.batch_size, cfg.m_per_class, cfg.seed)
-    schedule = make_schedule(optimizer, cfg, max(1, len(sampler) // cfg.accumulate))
-    valid_fields = ["valid_knn", "valid_head"] if has_classifier else ["valid_knn"]
-    return Run(
-        cfg=cfg, out=out, task=task, ranks=ranks, device=device, amp=amp, train=train,
-        train_targets=train_targets.to(device), selection=selection, workers=workers,
-        backbone=backbone, head=head, step_fn=step_fn, loss_fn=loss_fn,
-        scaler=torch.amp.GradScaler(enabled=amp == torch.float16),
-        gen=torch.Generator(device=device).manual_seed(cfg.seed * 1000 + ranks.rank),
-        state=TrainingState(backbone, head, optimizer, schedule),
-        log=RunLog(out, ["loss", "lr", "clips_per_s"],
-                   ["loss", *valid_fields, "seconds", "clips_per_s", "select_seconds"])
-        if ranks.main else None,
-    )
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def steps_per_epoch(cfg: TuneConfig, targets: Tensor) -> int:
+    """Optimiser steps in an epoch: the sampler's batches over --accumulate. Each epoch draws its
+    own sampler, seeded by the epoch, so a resumed run sees the batches an uninterrupted one
+    would have; every epoch's has this length."""
+    sampler = make_sampler(targets, cfg.batch_size, cfg.m_per_class, cfg.seed)
+    return max(1, len(sampler) // cfg.accumulate)
+
+
+def make_log(cfg: TuneConfig, out: Path) -> RunLog:
+    """Rank 0's step and epoch logs; a classifier's own valid score is a column too."""
+    valid_fields = ["valid_knn", "valid_head"] if cfg.method in CLASSIFIER_METHODS else [
+        "valid_knn"]
+    return RunLog(out, ["loss", "lr", "clips_per_s"],
+                  ["loss", *valid_fields, "seconds", "clips_per_s", "select_seconds"])
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TuneConfig,
@@ -352,15 +408,12 @@ def start(run: Run) -> None:
                 remember_weights(run)
     elif run.ranks.main:
         t0 = time.time()
-        valid = evaluate(run)
+        valid = run.evaluator.score(run.backbone, run.classifier)
         run.log.resume_after(-1)
         run.log.epoch(0, loss="", **valid, seconds=0.0, clips_per_s="",
                       select_seconds=time.time() - t0)
         run.scores = [valid["valid_knn"]]
-        run.state.best_epoch, run.state.best = choose_epoch(run.cfg.select, run.scores,
-                                                            finished=run.cfg.epochs == 0)
-        save_best(run, 0)
-        remember_weights(run)
+        choose_and_save_best(run, 0)
 
 
 def train_one_epoch(run: Run, epoch: int) -> list[float]:
@@ -425,45 +478,40 @@ def has_negative_pair(labels: Tensor) -> bool:
     return bool((jaccard_similarity(labels) == 0).any())
 
 
-def evaluate(run: Run) -> dict[str, float]:
-    """This epoch's valid scores of the backbone alone (training.selection)."""
-    with record_function("select"):
-        return run.selection(run.backbone, run.classifier)
-
-
-def evaluate_and_save(run: Run, epoch: int, losses: list[float], seconds: float) -> None:
-    """Rank 0, after an epoch that trained for `seconds`: score valid, log, decide whether to
-    stop, keep the chosen epoch's checkpoint, write the state.
-
-    state.best / best_epoch hold the rule's choice so far and the score it was chosen by (the
-    smoothed one for "smoothed"). The choice moves only to this epoch or, for "smoothed", to the
-    one before it, whose weights `remember_weights` kept."""
+def score_valid(run: Run, epoch: int, losses: list[float], seconds: float) -> dict[str, float]:
+    """Rank 0, after an epoch that trained for `seconds`: the valid scores of the backbone alone
+    (training.valid_evaluator; {} for an epoch --select-every leaves unscored), logged, and its
+    valid kNN (NaN unscored) appended to run.scores."""
     cfg, t0 = run.cfg, time.time()
-    if not is_scored(epoch, cfg.epochs, cfg.select_every):
-        run.log.epoch(epoch, loss=float(np.mean(losses)), seconds=seconds,
-                      clips_per_s=len(losses) * cfg.batch_size * 2 / seconds, select_seconds=0.0)
-        tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  (valid scored every "
-                   f"{cfg.select_every} epochs)")
-        run.scores.append(math.nan)
-        run.state.epoch = epoch
-        run.state.save(run.out / "state.pt")
-        return
-    valid = evaluate(run)
+    scored = is_scored(epoch, cfg.epochs, cfg.select_every)
+    valid = run.evaluator.score(run.backbone, run.classifier) if scored else {}
     # clips/s counts views (two per clip) over the epoch's training wall time, everything in it
     run.log.epoch(epoch, loss=float(np.mean(losses)), **valid, seconds=seconds,
                   clips_per_s=len(losses) * cfg.batch_size * 2 / seconds,
-                  select_seconds=time.time() - t0)
+                  select_seconds=time.time() - t0 if scored else 0.0)
     tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  "
-               + "  ".join(f"{k} {v:.4f}" for k, v in valid.items()))
-    run.scores.append(valid["valid_knn"])
-    state = run.state
+               + ("  ".join(f"{k} {v:.4f}" for k, v in valid.items()) if scored
+                  else f"(valid scored every {cfg.select_every} epochs)"))
+    run.scores.append(valid["valid_knn"] if scored else math.nan)
+    return valid
+
+
+def choose_and_save_best(run: Run, epoch: int) -> None:
+    """Rank 0, once `epoch` is scored: decide whether to stop (--patience), let the selection
+    rule choose from the scores so far, and write `best.pt` when the choice moves (always at
+    epoch 0).
+
+    state.best / best_epoch hold the rule's choice so far and the score it was chosen by (the
+    smoothed one for "smoothed"). The choice moves only to this epoch or, for "smoothed", to the
+    scored one before it, whose weights `remember_weights` kept."""
+    cfg, state = run.cfg, run.state
     state.stopped = epoch < cfg.epochs and stalled(cfg.select, run.scores, cfg.patience)
     if state.stopped:
         log.info("epoch %d: the %s valid score has not improved for %d epochs (--patience); "
                  "stopping", epoch, cfg.select, cfg.patience)
     chosen, state.best = choose_epoch(cfg.select, run.scores,
                                       finished=epoch == cfg.epochs or state.stopped)
-    if chosen != state.best_epoch:
+    if chosen != state.best_epoch or epoch == 0:
         state.best_epoch = chosen
         if chosen == epoch:
             save_best(run, epoch)
@@ -471,8 +519,12 @@ def evaluate_and_save(run: Run, epoch: int, losses: list[float], seconds: float)
             with weights_of(run, run.state.previous):
                 save_best(run, chosen)
     remember_weights(run)
-    state.epoch = epoch
-    state.save(run.out / "state.pt")
+
+
+def save_state(run: Run, epoch: int) -> None:
+    """Rank 0: write the resume point after `epoch`."""
+    run.state.epoch = epoch
+    run.state.save(run.out / "state.pt")
 
 
 def remember_weights(run: Run) -> None:

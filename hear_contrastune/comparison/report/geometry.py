@@ -15,8 +15,8 @@ from hear_contrastune.comparison.layout import method_key
 from hear_contrastune.comparison.report.load import Run, knn_curve, test_points
 from hear_contrastune.data.embeddings import open_embedded_task
 from hear_contrastune.errors import UserError
+from hear_contrastune.estimators.knn_search import KnnIndex
 from hear_contrastune.probes.knn import OUTPUT_NAME as KNN_OUTPUT
-from hear_contrastune.probes.knn_search import KnnIndex
 
 PURITY_K = 10
 TSNE_PERPLEXITY = 30.0
