@@ -36,6 +36,7 @@ from hear_contrastune.data.loading import ClipDataset, clip_batches
 from hear_contrastune.data.samplers import make_sampler
 from hear_contrastune.data.task import load_task
 from hear_contrastune.data.views import AugmentConfig, random_view
+from hear_contrastune.training.config import DEFAULTS
 from hear_contrastune.training.objective import targets_for
 
 RATE = 16000
@@ -122,7 +123,7 @@ def throughput(out: Path, rounds: int, batches: int) -> None:
     head = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 128))
     params = list(backbone.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=3e-5)
-    loss_fn = SupConLoss(temperature=0.1)
+    loss_fn = SupConLoss(temperature=DEFAULTS.temperature)
     gen = torch.Generator().manual_seed(0)
     augment = AugmentConfig()
 

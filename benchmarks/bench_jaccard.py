@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning.reducers import DoNothingReducer
 
+from hear_contrastune.training.config import DEFAULTS
 from hear_contrastune.training.losses import JaccardSupConLoss
 from hear_contrastune.training.miners import JaccardMiner
 
 NUM_LABELS = 200
 EMBEDDING_DIM = 128
-TEMPERATURE = 0.1
+TEMPERATURE = DEFAULTS.temperature
 LOOP_ANCHORS_AT_1024 = 64
 
 

@@ -17,16 +17,18 @@ import numpy as np
 
 import eval_tasks
 from hear_contrastune.atomic import write_text
-from hear_contrastune.training.config import TuneConfig
+from hear_contrastune.training.config import DEFAULTS, TuneConfig
 from hear_contrastune.training.loop import tune
 from hear_contrastune.training.run_log import read_csv
 
-# name -> (method, lr, backbone_lr_scale, head_lr_scale)
+# name -> (method, lr, backbone_lr_scale, head_lr_scale): the head's scale is what is studied,
+# at tune's own learning rates
+LR, SCALE = DEFAULTS.lr, DEFAULTS.backbone_lr_scale
 GRID = {
-    "finetune-head1x": ("finetune", 1e-4, 0.3, 1.0),
-    "finetune-head10x": ("finetune", 1e-4, 0.3, 10.0),
-    "finetune-head100x": ("finetune", 1e-4, 0.3, 100.0),
-    "contrastive-head1x": ("contrastive", 1e-4, 0.3, 1.0),
+    "finetune-head1x": ("finetune", LR, SCALE, 1.0),
+    "finetune-head10x": ("finetune", LR, SCALE, 10.0),
+    "finetune-head100x": ("finetune", LR, SCALE, 100.0),
+    "contrastive-head1x": ("contrastive", LR, SCALE, 1.0),
 }
 
 
@@ -45,8 +47,8 @@ def best_row(epochs_csv: Path) -> dict[str, str]:
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--task", default="gm-program", type=click.Choice(
     [n for n, _ in eval_tasks.list_tasks() if n != "gm-family-5fold"]))
-@click.option("--backbone", default="resemblyzer")
-@click.option("--epochs", default=30, type=int)
+@click.option("--backbone", default=DEFAULTS.backbone)
+@click.option("--epochs", default=DEFAULTS.epochs, type=int)
 @click.option("--only", multiple=True, help="Run only these grid entries (repeatable).")
 def main(out: Path, task: str, backbone: str, epochs: int, only: tuple[str, ...]) -> None:
     task_dir = eval_tasks.build(task, out / "tasks", size="full")

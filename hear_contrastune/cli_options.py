@@ -11,6 +11,7 @@ import click
 
 from hear_contrastune.data.hear_format import read_json
 from hear_contrastune.data.loading import DEFAULT_WORKERS
+from hear_contrastune.data.shots import ALL_SHOTS
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
 from hear_contrastune.training.config import (
@@ -136,7 +137,7 @@ class Shots(click.ParamType):
             return value
         text = str(value).strip().lower()
         if text == "all":
-            return 0
+            return ALL_SHOTS
         if not text.isdigit() or int(text) < 1:
             self.fail(f"{value!r}: expected a whole number >= 1 or 'all'", param, ctx)
         return int(text)

@@ -52,6 +52,7 @@ from hear_contrastune.data.embeddings import fold_view, open_embedded_task, read
 from hear_contrastune.data.hear_format import HearFolder, fold_roles
 from hear_contrastune.data.loading import DEFAULT_WORKERS
 from hear_contrastune.data.shots import (
+    ALL_SHOTS,
     SHOTS_FILE,
     draw_train_clips,
     read_draw,
@@ -114,7 +115,7 @@ def probe(emb_task_dir: Path, probes: tuple[str, ...], grid: str) -> dict[str, P
 
 
 def scored_record(task: HearFolder, method: str, seed: int, fold: str, n_folds: int,
-                  probe_name: str, score: ProbeScore | float, run: Path, shots: int = 0
+                  probe_name: str, score: ProbeScore | float, run: Path, shots: int = ALL_SHOTS
                   ) -> Record:
     """The Record of one score: a probe's (with its valid score and predictions file, relative
     to the run folder) or a bare test score (the classifier head's)."""

@@ -26,6 +26,8 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
+from hear_contrastune.data.shots import ALL_SHOTS
+
 METHODS = ("frozen", "finetune", "lpft", "contrastive")  # also the order methods are shown in
 TUNED_METHODS = ("finetune", "lpft", "contrastive")  # what `tune` trains (training.config.METHODS)
 FINETUNE_METHODS = ("finetune", "lpft")  # the baselines contrastive tuning is judged against
@@ -61,10 +63,10 @@ class Label(NamedTuple):
     method: str
     seed: int
     fold: str = ""
-    shots: int = 0
+    shots: int = ALL_SHOTS
 
 
-def run_label(method: str, seed: int, fold: str = "", shots: int = 0) -> str:
+def run_label(method: str, seed: int, fold: str = "", shots: int = ALL_SHOTS) -> str:
     """The folder name of one (method, seed[, shots][, fold]) model."""
     return (f"{method}-seed{seed}" + (f"-{shots}shot" if shots else "")
             + (f"-{fold}" if fold else ""))
@@ -73,11 +75,13 @@ def run_label(method: str, seed: int, fold: str = "", shots: int = 0) -> str:
 def parse_run_label(name: str) -> Label | None:
     """The Label of a `run_label` folder name, or None for any other name."""
     m = _LABEL.match(name)
-    return Label(m["method"], int(m["seed"]), m["fold"] or "", int(m["shots"] or 0)) if m else None
+    if m is None:
+        return None
+    return Label(m["method"], int(m["seed"]), m["fold"] or "", int(m["shots"] or ALL_SHOTS))
 
 
 def model_dir(run: Path, task_folder: str, method: str, seed: int, fold: str = "",
-              shots: int = 0) -> Path:
+              shots: int = ALL_SHOTS) -> Path:
     """Where one tuning run of a task lives."""
     return run / MODELS_DIR / task_folder / run_label(method, seed, fold, shots)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hear_contrastune.atomic import write_json
+from hear_contrastune.data.shots import ALL_SHOTS
 from hear_contrastune.errors import UserError
 
 
@@ -27,7 +28,7 @@ class Record:
     score: float
     fold: str = ""
     n_folds: int = 0  # the task's folds (0: train/valid/test), to tell a subset of folds
-    shots: int = 0  # train clips per class the run had (0: all of them)
+    shots: int = ALL_SHOTS  # train clips per class the run had (ALL_SHOTS: all of them)
     valid_score: float = math.nan  # the probe's primary score on valid, where it has one
     predictions: str = ""  # per-clip test predictions (.npz), relative to the run folder
 

@@ -38,6 +38,8 @@ from hear_contrastune.errors import UserError
 
 VIEW_SOURCE_FILE = "shots-source.json"
 SHOTS_FILE = "shots.json"  # a few-shot run's draw: the clips it trains and is probed on
+# --shots all: every train clip, no draw (what a run's `shots` holds then)
+ALL_SHOTS = 0
 
 
 def draw_shots(labels: list[list[str]], shots: int, seed: int, multilabel: bool) -> np.ndarray:

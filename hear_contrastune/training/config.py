@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 
 from hear_contrastune.backbones import DEFAULT_BACKBONE
+from hear_contrastune.data.shots import ALL_SHOTS
 from hear_contrastune.data.views import AugmentConfig
 
 METHODS = ("contrastive", "finetune", "lpft")
@@ -66,7 +67,7 @@ class TuneConfig:
     seed: int = 0
     # few-shot: train on this many clips per class (per label, at least, for multilabel), drawn
     # by the seed (data.shots); 0: every train clip
-    shots: int = 0
+    shots: int = ALL_SHOTS
     # training crop length in seconds; None: the task's clip length, or VARIABLE_CLIP_SECONDS
     # when clips vary in length (shorter clips are zero-padded, longer ones randomly cropped)
     clip_seconds: float | None = None

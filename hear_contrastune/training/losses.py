@@ -10,6 +10,7 @@ from pytorch_metric_learning.losses import BaseMetricLossFunction, CrossBatchMem
 from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
+from hear_contrastune.training.config import DEFAULTS
 from hear_contrastune.training.pairs import check_labels, jaccard_similarity, off_diagonal
 
 Weighting = Literal["jaccard", "any-shared"]
@@ -37,7 +38,8 @@ class JaccardSupConLoss(BaseMetricLossFunction):
     many clips of the last batch had no positive and so no loss term.
     """
 
-    def __init__(self, temperature: float = 0.1, weighting: Weighting = "jaccard", **kwargs):
+    def __init__(self, temperature: float = DEFAULTS.temperature, weighting: Weighting = "jaccard",
+                 **kwargs):
         super().__init__(**kwargs)
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")

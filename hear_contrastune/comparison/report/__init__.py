@@ -64,6 +64,7 @@ from hear_contrastune.comparison.report.tables import (
 )
 from hear_contrastune.comparison.report.verdict import verdict_blocks
 from hear_contrastune.comparison.results import Record
+from hear_contrastune.data.shots import ALL_SHOTS
 from hear_contrastune.errors import UserError
 from hear_contrastune.lock import exclusive
 from hear_contrastune.outputs import check_output_dir, overlaps
@@ -89,7 +90,7 @@ def build_report(run: Run, plot_dir: Path) -> list[Block]:
                      key=method_key)
     seeds = sorted({r.seed for r in run.records} | {e.seed for e in run.embeddings})
     tasks = sorted({r.task for r in run.records} | set(embeddings) | set(training))
-    all_clips = [r for r in run.records if r.shots == 0]  # few-shot runs: verdicts and plot
+    all_clips = [r for r in run.records if r.shots == ALL_SHOTS]  # few-shot runs: verdicts and plot
     blocks: list[Block] = [
         Heading(1, f"Comparison report: {run.path.name}"),
         Paragraph(f"{len(tasks)} task{'s' * (len(tasks) != 1)} ({', '.join(tasks) or 'none'}); "

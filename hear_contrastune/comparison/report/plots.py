@@ -17,6 +17,7 @@ from hear_contrastune.comparison.layout import SHORT_TITLES, method_key, score_k
 from hear_contrastune.comparison.report.geometry import TaskEmbeddings
 from hear_contrastune.comparison.report.load import TrainingLog
 from hear_contrastune.comparison.results import Record, task_scores
+from hear_contrastune.data.shots import ALL_SHOTS
 
 DPI = 100
 METHOD_COLORS = {"frozen": "tab:gray", "finetune": "tab:orange", "lpft": "tab:green",
@@ -185,7 +186,7 @@ def plot_shots(records: list[Record], task: str, path: Path) -> None:
             if xs:
                 ax.errorbar(xs, means, yerr=stds, marker="osD^v"[i % 5], capsize=3,
                             color=method_color(method, methods), label=method)
-        ax.set_xticks(range(len(shots)), [str(s) if s else "all" for s in shots])
+        ax.set_xticks(range(len(shots)), ["all" if s == ALL_SHOTS else str(s) for s in shots])
         ax.set_xlabel("train clips per class")
         ax.set_title(f"{SHORT_TITLES.get(probe, probe)} probe", fontsize=10)
         ax.grid(alpha=0.3)

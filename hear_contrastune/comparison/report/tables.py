@@ -12,6 +12,7 @@ from hear_contrastune.comparison.layout import SHORT_TITLES, TITLES, method_key,
 from hear_contrastune.comparison.report.geometry import MEASURES, TaskEmbeddings
 from hear_contrastune.comparison.report.load import TrainingLog
 from hear_contrastune.comparison.results import Record, fold_coverage, task_scores
+from hear_contrastune.data.shots import ALL_SHOTS
 
 DECIMALS = 3
 
@@ -151,7 +152,7 @@ def summary_table(records: list[Record]) -> str:
     """Markdown: one row per (task, method), one column per probe, the primary test score as
     mean ± std over seeds, for runs on all train clips. What `compare` and `quickstart`
     print."""
-    records = [r for r in records if r.shots == 0]
+    records = [r for r in records if r.shots == ALL_SHOTS]
     coverage = fold_coverage(records)
     records = task_scores(records)
     probes = sorted({r.probe for r in records}, key=score_key)
