@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import cli
 import eval_tasks
 from hear_contrastune.comparison.compare import CompareConfig, compare
-from hear_contrastune.comparison.options import options_doc
+from hear_contrastune.comparison.options import first_difference, options_doc
 from hear_contrastune.comparison.report import write_merged_report
 from hear_contrastune.comparison.results import load_results, read_results
 from hear_contrastune.comparison.reuse import read_progress, task_key
@@ -220,3 +220,13 @@ def test_task_key_is_the_same_for_a_rebuilt_task_and_changes_with_its_audio(tmp_
     data = wav.read_bytes()
     wav.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     assert task_key(a) != task_key(load_task(b_dir))
+
+
+def test_an_older_results_json_is_read_as_what_it_ran():
+    """results.json written before --select-every: its runs scored every epoch."""
+    now = options_doc(CompareConfig(tasks_dir=Path()))
+    older = json.loads(json.dumps(now))
+    del older["tuning"]["select_every"]
+    assert first_difference(older, now) == "tuning.select_every (1 vs 2)"
+    now["tuning"]["select_every"] = 1
+    assert first_difference(older, now) is None

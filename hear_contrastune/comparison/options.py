@@ -15,7 +15,7 @@ from typing import Any
 
 from hear_contrastune.comparison.layout import DEFAULT_PROBES, METHODS
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID
-from hear_contrastune.training.config import DEFAULTS, TuneConfig
+from hear_contrastune.training.config import BEFORE_OPTION, DEFAULTS, TuneConfig
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,11 @@ def flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def result_options(options: dict[str, Any]) -> dict[str, Any]:
     """The flattened options that change a record's score, an option missing from an older
-    results.json taking its default (what that run ran with); `search_fixed` only counts
-    under a search, and as a set (it lists the options typed on the command line)."""
-    defaults = flatten(options_doc(CompareConfig(tasks_dir=Path())))
+    results.json taking the value it had before it existed (training.config.BEFORE_OPTION,
+    else its default: what that run ran with); `search_fixed` only counts under a search, and
+    as a set (it lists the options typed on the command line)."""
+    defaults = {**flatten(options_doc(CompareConfig(tasks_dir=Path()))),
+                **{f"tuning.{name}": value for name, value in BEFORE_OPTION.items()}}
     flat = {**defaults, **flatten(options)}
     kept = {k: v for k, v in flat.items() if k not in SELECTION and k not in PER_RUN}
     fixed = kept.pop("search_fixed")
