@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task
+from hear_contrastune.data.hear_format import Roles
 from hear_contrastune.errors import UserError
 from hear_contrastune.estimators.knn_search import (
     DEFAULT_TEMPERATURE,
@@ -28,21 +29,12 @@ from hear_contrastune.estimators.knn_search import (
     resolve_device,
     vote,
 )
-from hear_contrastune.estimators.valid_choice import choose_on_valid
-from hear_contrastune.probes.predictions import Predictions
 from hear_contrastune.probes.protocol import (
-    aggregate_folds,
+    FoldFit,
+    Split,
     cached_probe,
-    check_prediction_type,
-    fold_roles,
-    kept_predictions,
-    label_matrix,
-    primary_score,
-    read_task_splits,
-    score_all,
-    score_functions,
-    test_score_text,
-    text_table,
+    probe_table,
+    probe_task,
 )
 
 OUTPUT_NAME = "test.knn-predicted-scores.json"
@@ -89,138 +81,74 @@ def run_knn_probe(
     options = {"k_grid": list(ks), "metric": metric, "weighting": weighting,
                "temperature": temperature}
     return [cached_probe(task, OUTPUT_NAME, options, force,
-                         lambda t=task: probe_task(t, ks, metric, weighting, temperature, dev),
+                         lambda t=task: probe_task(
+                             t, KnnModel(t, ks, metric, weighting, temperature, dev)),
                          PREDICTIONS_NAME)
             for task in tasks]
 
 
-def probe_task(
-    task: EmbeddedTask,
-    k_grid: tuple[int, ...],
-    metric: str,
-    weighting: str,
-    temperature: float,
-    device: torch.device,
-) -> tuple[dict[str, Any], Predictions]:
-    """The whole protocol on one task; returns the document to write and the per-clip test
-    predictions."""
-    t0 = time.perf_counter()
-    check_prediction_type(task)
-    roles = fold_roles(task)
-    splits = read_task_splits(task, roles)
-    queried = {s for role in roles for s in role["valid"] + role["test"]}
-    trained = {s for role in roles for s in role["train"]}
-    # Multi-hot targets (heareval's format) only where scored: a multiclass train split needs
-    # just its class indices, which the votes go by (a scatter-add instead of a gather).
-    targets = {name: label_matrix(splits[name][1], task.vocabulary) for name in queried}
-    if task.multilabel:
-        train_y = {name: label_matrix(splits[name][1], task.vocabulary) for name in trained}
-    else:
-        index_of = {label: i for i, label in enumerate(task.vocabulary)}
-        train_y = {name: np.array([index_of[row[0]] for row in splits[name][1]], np.int64)
-                   for name in trained}
-    t_read = time.perf_counter()
-    scores = score_functions(task)
-    maximize = bool(scores[0].maximize)
-    n_classes = len(task.vocabulary)
-    t_import = time.perf_counter()
-    search_s, gemm = 0.0, "mm"
-    folds: dict[str, dict[str, Any]] = {}
-    details: dict[str, dict[str, Any]] = {}
-    kept: list[tuple[str, np.ndarray, np.ndarray]] = []  # (fold, test scores, test targets)
-    for role in roles:
-        fold = "|".join(role["test"])
+class KnnModel:
+    """The kNN probe's model: one search per fold at the largest k, a vote at each k."""
+
+    name, param = "knn", "k"
+
+    def __init__(self, task: EmbeddedTask, k_grid: tuple[int, ...], metric: str, weighting: str,
+                 temperature: float, device: torch.device) -> None:
+        self.multilabel, self.k_grid, self.metric, self.weighting = (
+            task.multilabel, k_grid, metric, weighting)
+        self.temperature, self.device = temperature, device
+        self.search_s, self.gemm = 0.0, "mm"
+
+    def fit(self, splits: dict[str, Split], targets: dict[str, np.ndarray], role: Roles,
+            roles: list[Roles]) -> FoldFit:
         t = time.perf_counter()
+        queried = {s for r in roles for s in r["valid"] + r["test"]}
+        trained = {s for r in roles for s in r["train"]}
         train_names, valid, test = role["train"], role["valid"][0], role["test"][0]
-        if len(train_names) == 1:
-            train_x, train_t = splits[train_names[0]][0], torch.from_numpy(train_y[train_names[0]])
-        else:
-            train_x = np.concatenate([splits[n][0] for n in train_names])
-            train_t = torch.from_numpy(np.concatenate([train_y[n] for n in train_names]))
+        train_x = (splits[train_names[0]][0] if len(train_names) == 1
+                   else np.concatenate([splits[n][0] for n in train_names]))
+        train_y = np.concatenate([targets[n] for n in train_names])
+        # Multiclass votes go by class index (a scatter-add instead of a gather).
+        train_t = torch.from_numpy(train_y if self.multilabel else train_y.argmax(axis=1))
         # Arrays this probe read are normalised in place where no other role needs them raw.
-        index = KnnIndex(train_x, metric, device, copy=len(train_names) == 1 and
-                         train_names[0] in queried)
-        n_train, gemm = index.n_train, "onednn" if index.onednn else "mm"
-        k_max = min(k_grid[-1], n_train)
+        index = KnnIndex(train_x, self.metric, self.device,
+                         copy=len(train_names) == 1 and train_names[0] in queried)
+        n_train, self.gemm = index.n_train, "onednn" if index.onednn else "mm"
+        k_max = min(self.k_grid[-1], n_train)
         valid_nn = index.search(splits[valid][0], k_max, copy=valid in trained)
         test_nn = index.search(splits[test][0], k_max, copy=test in trained)
         del index, train_x
-        search_s += time.perf_counter() - t
+        self.search_s += time.perf_counter() - t
+        ks = sorted({min(k, n_train) for k in self.k_grid})
+        n_classes = train_y.shape[1]
+        return FoldFit(
+            valid={k: self.vote(valid_nn, train_t, n_classes, k) for k in ks},
+            test=lambda k: self.vote(test_nn, train_t, n_classes, k),
+            details={"n_train": n_train, "k_grid": ks, "k_clipped": self.k_grid[-1] > n_train})
 
-        ks = sorted({min(k, n_train) for k in k_grid})
-        val_scores = {
-            k: primary_score(
-                scores, _vote(valid_nn, train_t, n_classes, k, weighting, temperature),
-                targets[valid])
-            for k in ks
-        }
-        best_k = choose_on_valid(val_scores, maximize)
-        test_pred = _vote(test_nn, train_t, n_classes, best_k, weighting, temperature)
-        kept.append((fold, test_pred, targets[test]))
-        folds[fold] = {
-            **score_all(scores, test_pred, targets[test]),
-            "validation_score": val_scores[best_k],
-            "k": best_k,
-        }
-        details[fold] = {
-            "train": train_names, "valid": valid, "test": test, "n_train": n_train,
-            "k_grid": ks, "k_clipped": k_grid[-1] > n_train,
-            "validation_scores": {str(k): v for k, v in val_scores.items()},
-        }
-    t_end = time.perf_counter()
-    doc: dict[str, Any] = dict(folds)
-    if len(folds) > 1:
-        doc["aggregated_scores"] = aggregate_folds(folds)
-    doc.update({
-        "hparams": {
-            "metric": metric,
-            "weighting": weighting,
-            "temperature": temperature if weighting == "similarity" else None,
-            "k_grid": list(k_grid),
-        },
-        "postprocessing": [],
-        "score_mode": "max" if maximize else "min",
-        "primary_score": str(scores[0]),
-        "embedding_path": str(task.path),
-        "knn": details,
-        "device": str(device),
-        "gemm": gemm,
-        "threads": torch.get_num_threads(),
-        "timing": {
-            "read_s": t_read - t0,
-            "import_scores_s": t_import - t_read,
-            "search_s": search_s,
-            "vote_and_score_s": t_end - t_import - search_s,
-            "total_s": t_end - t0,
-        },
-    })
-    return doc, kept_predictions(kept, task.vocabulary, str(scores[0]))
+    def vote(self, nn: Neighbours, train_targets: torch.Tensor, n_classes: int,
+             k: int) -> np.ndarray:
+        """Vote scores as the numpy matrix heareval's score functions take."""
+        return vote(nn, train_targets, k, self.weighting, self.temperature, n_classes).numpy()
 
-
-def _vote(nn: Neighbours, train_targets: torch.Tensor, n_classes: int, k: int, weighting: str,
-          temperature: float) -> np.ndarray:
-    """Vote scores as the numpy matrix heareval's score functions take."""
-    return vote(nn, train_targets, k, weighting, temperature, n_classes).numpy()
+    def record(self) -> dict[str, Any]:
+        return {
+            "hparams": {
+                "metric": self.metric,
+                "weighting": self.weighting,
+                "temperature": self.temperature if self.weighting == "similarity" else None,
+                "k_grid": list(self.k_grid),
+            },
+            "device": str(self.device),
+            "gemm": self.gemm,
+            "threads": torch.get_num_threads(),
+            "timing": {"search_s": self.search_s},
+        }
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
     """A plain-text table of run_knn_probe's summaries, one row per task."""
-    header = ("task", "folds", "metric", "weighting", "k", "primary", "test score", "time", "")
-    rows = [header]
-    for summary in results:
-        doc = summary["result"]
-        fold_names = [f for f in doc.get("knn", {})]
-        score = test_score_text(doc, fold_names)
-        hp = doc.get("hparams", {})
-        rows.append((
-            summary["task"],
-            str(len(fold_names)),
-            str(hp.get("metric", "?")),
-            str(hp.get("weighting", "?")),
-            "/".join(str(doc[f]["k"]) for f in fold_names),
-            str(doc.get("primary_score", "?")),
-            score,
-            f"{doc.get('timing', {}).get('total_s', math.nan):.1f}s",
-            "(skipped: output exists)" if summary["skipped"] else "",
-        ))
-    return text_table(rows)
+    return probe_table(results, KnnModel.name, KnnModel.param, {
+        "metric": lambda doc: str(doc.get("hparams", {}).get("metric", "?")),
+        "weighting": lambda doc: str(doc.get("hparams", {}).get("weighting", "?")),
+    })

@@ -20,7 +20,6 @@ LP-FT's first stage.
 """
 
 import math
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task
+from hear_contrastune.data.hear_format import Roles
 from hear_contrastune.errors import UserError
 from hear_contrastune.estimators.logistic_fit import (
     BLAS_THREADS,
@@ -38,21 +38,12 @@ from hear_contrastune.estimators.logistic_fit import (
     TOL,
     fit_path,
 )
-from hear_contrastune.estimators.valid_choice import choose_on_valid
-from hear_contrastune.probes.predictions import Predictions
 from hear_contrastune.probes.protocol import (
-    aggregate_folds,
+    FoldFit,
+    Split,
     cached_probe,
-    check_prediction_type,
-    fold_roles,
-    kept_predictions,
-    label_matrix,
-    primary_score,
-    read_task_splits,
-    score_all,
-    score_functions,
-    test_score_text,
-    text_table,
+    probe_table,
+    probe_task,
 )
 
 OUTPUT_NAME = "test.logistic-predicted-scores.json"
@@ -83,95 +74,56 @@ def run_logistic_probe(
     cs = check_c_grid(c_grid)
     tasks = [open_embedded_task(d) for d in task_dirs]
     options = {"c_grid": list(cs), "tol": TOL, "max_iter": MAX_ITER}
-    return [cached_probe(task, OUTPUT_NAME, options, force, lambda t=task: probe_task(t, cs),
-                         PREDICTIONS_NAME)
+    return [cached_probe(task, OUTPUT_NAME, options, force,
+                         lambda t=task: probe_task(t, LogisticModel(t, cs)), PREDICTIONS_NAME)
             for task in tasks]
 
 
-def probe_task(task: EmbeddedTask, c_grid: tuple[float, ...]
-               ) -> tuple[dict[str, Any], Predictions]:
-    """The whole protocol on one task; returns the document to write and the per-clip test
-    predictions (float32, scored as saved)."""
-    t0 = time.perf_counter()
-    check_prediction_type(task)
-    roles = fold_roles(task)
-    scores = score_functions(task)  # before reading: an unknown score fails at once
-    maximize = bool(scores[0].maximize)
-    splits = read_task_splits(task, roles)
-    targets = {name: label_matrix(labels, task.vocabulary) for name, (_, labels) in splits.items()}
-    t_read = time.perf_counter()
-    folds: dict[str, dict[str, Any]] = {}
-    details: dict[str, dict[str, Any]] = {}
-    kept: list[tuple[str, np.ndarray, np.ndarray]] = []  # (fold, test scores, test targets)
-    with threadpool_limits(BLAS_THREADS, user_api="blas"):
-        for role in roles:
-            fold = "|".join(role["test"])
-            train_names, valid, test = role["train"], role["valid"][0], role["test"][0]
-            scaler = StandardScaler()  # float64 here, or every fit would make its own copy
-            train_x = scaler.fit_transform(
-                np.concatenate([splits[n][0] for n in train_names], dtype=np.float64))
-            train_y = np.concatenate([targets[n] for n in train_names])
-            queries = [scaler.transform(splits[s][0].astype(np.float64)) for s in (valid, test)]
-            path = fit_path(train_x, train_y, queries, c_grid, task.multilabel)
-            val_scores = {c: primary_score(scores, fit.predictions[0], targets[valid])
-                          for c, fit in path.items()}
-            best_c = choose_on_valid(val_scores, maximize)  # ties go to the smaller C
-            test_pred = path[best_c].predictions[1].astype(np.float32)  # as the file keeps it
-            kept.append((fold, test_pred, targets[test]))
-            folds[fold] = {
-                **score_all(scores, test_pred, targets[test]),
-                "validation_score": val_scores[best_c],
-                "C": best_c,
-            }
-            constant = train_y.min(axis=0) == train_y.max(axis=0)
-            details[fold] = {
-                "train": train_names, "valid": valid, "test": test, "n_train": len(train_x),
-                "constant_labels": [task.vocabulary[j] for j in np.flatnonzero(constant)],
-                "validation_scores": {str(c): v for c, v in val_scores.items()},
+class LogisticModel:
+    """The logistic probe's model: one standardised fit per C of the grid, on each fold."""
+
+    name, param = "logistic", "C"
+
+    def __init__(self, task: EmbeddedTask, c_grid: tuple[float, ...]) -> None:
+        self.multilabel, self.vocabulary, self.c_grid = task.multilabel, task.vocabulary, c_grid
+
+    def fit(self, splits: dict[str, Split], targets: dict[str, np.ndarray], role: Roles,
+            roles: list[Roles]) -> FoldFit:
+        train_names, valid, test = role["train"], role["valid"][0], role["test"][0]
+        scaler = StandardScaler()  # float64 here, or every fit would make its own copy
+        train_x = scaler.fit_transform(
+            np.concatenate([splits[n][0] for n in train_names], dtype=np.float64))
+        train_y = np.concatenate([targets[n] for n in train_names])
+        queries = [scaler.transform(splits[s][0].astype(np.float64)) for s in (valid, test)]
+        with threadpool_limits(BLAS_THREADS, user_api="blas"):
+            path = fit_path(train_x, train_y, queries, self.c_grid, self.multilabel)
+        constant = train_y.min(axis=0) == train_y.max(axis=0)
+        return FoldFit(
+            valid={c: fit.predictions[0] for c, fit in path.items()},
+            test=lambda c: path[c].predictions[1].astype(np.float32),  # as the file keeps it
+            details={
+                "n_train": len(train_x),
+                "constant_labels": [self.vocabulary[j] for j in np.flatnonzero(constant)],
                 "iterations": {str(c): fit.iterations for c, fit in path.items()},
                 "converged": {str(c): fit.converged for c, fit in path.items()},
-            }
-    t_end = time.perf_counter()
-    doc: dict[str, Any] = dict(folds)
-    if len(folds) > 1:
-        doc["aggregated_scores"] = aggregate_folds(folds)
-    doc.update({
-        "hparams": {
-            "model": "one-vs-rest" if task.multilabel else "multinomial",
-            "solver": "lbfgs",
-            "standardised": True,
-            "c_grid": list(c_grid),
-            "tol": TOL,
-            "max_iter": MAX_ITER,
-        },
-        "postprocessing": [],
-        "score_mode": "max" if maximize else "min",
-        "primary_score": str(scores[0]),
-        "embedding_path": str(task.path),
-        "logistic": details,
-        "threads": BLAS_THREADS,
-        "timing": {"read_s": t_read - t0, "fit_and_score_s": t_end - t_read,
-                   "total_s": t_end - t0},
-    })
-    return doc, kept_predictions(kept, task.vocabulary, str(scores[0]))
+            })
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "hparams": {
+                "model": "one-vs-rest" if self.multilabel else "multinomial",
+                "solver": "lbfgs",
+                "standardised": True,
+                "c_grid": list(self.c_grid),
+                "tol": TOL,
+                "max_iter": MAX_ITER,
+            },
+            "threads": BLAS_THREADS,
+        }
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
     """A plain-text table of run_logistic_probe's summaries, one row per task."""
-    header = ("task", "folds", "model", "C", "primary", "test score", "time", "")
-    rows = [header]
-    for summary in results:
-        doc = summary["result"]
-        fold_names = list(doc.get("logistic", {}))
-        score = test_score_text(doc, fold_names)
-        rows.append((
-            summary["task"],
-            str(len(fold_names)),
-            str(doc.get("hparams", {}).get("model", "?")),
-            "/".join(f"{doc[f]['C']:g}" for f in fold_names),
-            str(doc.get("primary_score", "?")),
-            score,
-            f"{doc.get('timing', {}).get('total_s', math.nan):.1f}s",
-            "(skipped: output exists)" if summary["skipped"] else "",
-        ))
-    return text_table(rows)
+    return probe_table(results, LogisticModel.name, LogisticModel.param, {
+        "model": lambda doc: str(doc.get("hparams", {}).get("model", "?")),
+    })

@@ -1,17 +1,25 @@
-"""What the probes share with heareval's evaluator: fold roles, checked splits, scores, aggregation.
+"""What the probes share with heareval's evaluator: fold roles, checked splits, scores, aggregation,
+and the one protocol every scoring probe runs (`probe_task`).
 
 Matching heareval here is what makes a probe's numbers comparable with HEAR's: the same
 train/valid/test roles per fold, heareval's own score functions called on the same
 (score matrix, multi-hot target) pair, and its mean/std over folds. heareval.score imports
 pandas, scikit-learn, scipy, sed_eval and dcase_util (about a second), so it is imported only
 when scores are built.
+
+The protocol, per fold: the probe's model is fit on the train clips over its grid (k for the
+kNN probe, C for the logistic one), the grid value is chosen on the valid clips by the task's
+primary score (estimators.valid_choice), and the test clips are scored at that value. A probe
+module brings only its model (a `ProbeModel`): how it fits a fold and what it records.
 """
 
 import math
+import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,6 +27,7 @@ from hear_contrastune.atomic import read_json_or_none, write_json
 from hear_contrastune.data.embeddings import EmbeddedTask, content_key, read_split
 from hear_contrastune.data.hear_format import PREDICTION_TYPES, Roles, fold_roles
 from hear_contrastune.errors import UserError
+from hear_contrastune.estimators.valid_choice import choose_on_valid
 from hear_contrastune.probes.predictions import Predictions, write_predictions
 
 Split = tuple[np.ndarray, list[list[str]]]
@@ -211,3 +220,98 @@ def text_table(rows: list[tuple[str, ...]]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+@dataclass
+class FoldFit:
+    """One fold's model over its grid: the valid score matrix at each grid value, the test score
+    matrix at a chosen value, and what the result records about the fit."""
+
+    valid: dict[Any, np.ndarray]
+    test: Callable[[Any], np.ndarray]
+    details: dict[str, Any]
+
+
+class ProbeModel(Protocol):
+    """What a probe brings to `probe_task`."""
+
+    name: str  # the result's key for the per-fold details ("knn", "logistic")
+    param: str  # the grid parameter chosen on valid ("k", "C")
+
+    def fit(self, splits: dict[str, Split], targets: dict[str, np.ndarray], role: Roles,
+            roles: list[Roles]) -> FoldFit:
+        """Fit on role["train"] over the grid; predict role["valid"] and role["test"]. `targets`
+        are every split's multi-hot label matrices; `roles` are all folds' (a model may reuse a
+        split's array in place only where no other fold reads it)."""
+        ...
+
+    def record(self) -> dict[str, Any]:
+        """Top-level entries of the result: at least "hparams"; "timing" parts if any."""
+        ...
+
+
+def probe_task(task: EmbeddedTask, model: ProbeModel) -> tuple[dict[str, Any], Predictions]:
+    """The protocol on one task: the document to write and the per-clip test predictions."""
+    t0 = time.perf_counter()
+    check_prediction_type(task)
+    roles = fold_roles(task)
+    scores = score_functions(task)  # before reading: an unknown score fails at once
+    maximize = bool(scores[0].maximize)
+    splits = read_task_splits(task, roles)
+    targets = {name: label_matrix(labels, task.vocabulary) for name, (_, labels) in splits.items()}
+    t_read = time.perf_counter()
+    folds: dict[str, dict[str, Any]] = {}
+    details: dict[str, dict[str, Any]] = {}
+    kept: list[tuple[str, np.ndarray, np.ndarray]] = []  # (fold, test scores, test targets)
+    for role in roles:
+        fold = "|".join(role["test"])
+        valid, test = role["valid"][0], role["test"][0]
+        fit = model.fit(splits, targets, role, roles)
+        val_scores = {value: primary_score(scores, pred, targets[valid])
+                      for value, pred in fit.valid.items()}
+        best = choose_on_valid(val_scores, maximize)  # ties go to the smaller value
+        test_pred = fit.test(best)
+        kept.append((fold, test_pred, targets[test]))
+        folds[fold] = {**score_all(scores, test_pred, targets[test]),
+                       "validation_score": val_scores[best], model.param: best}
+        details[fold] = {"train": role["train"], "valid": valid, "test": test, **fit.details,
+                         "validation_scores": {str(v): s for v, s in val_scores.items()}}
+    t_end = time.perf_counter()
+    doc: dict[str, Any] = dict(folds)
+    if len(folds) > 1:
+        doc["aggregated_scores"] = aggregate_folds(folds)
+    record = model.record()
+    hparams, timing = record.pop("hparams"), record.pop("timing", {})
+    doc.update({
+        "hparams": hparams,
+        "postprocessing": [],
+        "score_mode": "max" if maximize else "min",
+        "primary_score": str(scores[0]),
+        "embedding_path": str(task.path),
+        model.name: details,
+        **record,
+        "timing": {"read_s": t_read - t0, "fit_and_score_s": t_end - t_read,
+                   "total_s": t_end - t0, **timing},
+    })
+    return doc, kept_predictions(kept, task.vocabulary, str(scores[0]))
+
+
+def probe_table(results: list[dict[str, Any]], model: str, param: str,
+                columns: dict[str, Callable[[dict[str, Any]], str]]) -> str:
+    """A plain-text table of a probe's summaries (cached_probe's), one row per task: `columns`
+    are the probe's own (header: cell of the result), then the chosen `param` per fold."""
+    rows = [("task", "folds", *columns, param, "primary", "test score", "time", "")]
+    for summary in results:
+        doc = summary["result"]
+        fold_names = list(doc.get(model, {}))
+        rows.append((
+            summary["task"],
+            str(len(fold_names)),
+            *(cell(doc) for cell in columns.values()),
+            "/".join(f"{doc[f][param]:g}" for f in fold_names),
+            str(doc.get("primary_score", "?")),
+            test_score_text(doc, fold_names),
+            f"{doc.get('timing', {}).get('total_s', math.nan):.1f}s",
+            "(skipped: output exists)" if summary["skipped"] else "",
+        ))
+    return text_table(rows)
