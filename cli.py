@@ -31,14 +31,14 @@ from hear_contrastune.cli_options import (
 )
 from hear_contrastune.comparison import quickstart as quickstart_preset
 from hear_contrastune.comparison.compare import CompareConfig
-from hear_contrastune.comparison.layout import DEFAULT_PROBES, METHODS, PROBES
 from hear_contrastune.comparison.options import SELECTION
+from hear_contrastune.comparison.run_layout import COMPARED_METHODS, DEFAULT_PROBES, PROBES
 from hear_contrastune.errors import UserError
-from hear_contrastune.estimators.knn_search import DEFAULT_TEMPERATURE, METRICS, WEIGHTINGS
+from hear_contrastune.estimators.knn_search import DEFAULT_TEMPERATURE, METRICS, VOTE_WEIGHTINGS
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID, GRIDS
 from hear_contrastune.training.config import DEFAULTS as D
-from hear_contrastune.training.config import METHODS as TUNED_METHODS
 from hear_contrastune.training.config import (
+    TUNED_METHODS,
     TuneConfig,
 )
 from hear_contrastune.training.search_space import space_help
@@ -274,8 +274,8 @@ def tasks_check(task_dirs: tuple[Path, ...]) -> None:
 @click.option("--k", "k_grid", multiple=True, type=int,
               help="k values to choose from on valid (repeatable; default 1 3 5 10 20 50 100).")
 @click.option("--metric", default=METRICS[0], show_default=True, type=click.Choice(METRICS))
-@click.option("--weighting", default=WEIGHTINGS[0], show_default=True,
-              type=click.Choice(WEIGHTINGS),
+@click.option("--weighting", default=VOTE_WEIGHTINGS[0], show_default=True,
+              type=click.Choice(VOTE_WEIGHTINGS),
               help="similarity: votes weighted by exp(similarity / temperature).")
 @click.option("--temperature", default=DEFAULT_TEMPERATURE, show_default=True, type=float)
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if present).")
@@ -366,8 +366,8 @@ def shots_setting(value: str) -> tuple[int, ...]:
 @with_options(*tuning_options(D), *CONTRASTIVE, GRID)
 @click.option("--probes", default=",".join(DEFAULT_PROBES), show_default=True,
               help=f"Comma-separated subset of {', '.join(PROBES)}.")
-@click.option("--methods", default=",".join(METHODS), show_default=True,
-              help=f"Comma-separated subset of {', '.join(METHODS)}.")
+@click.option("--methods", default=",".join(COMPARED_METHODS), show_default=True,
+              help=f"Comma-separated subset of {', '.join(COMPARED_METHODS)}.")
 @click.option("--folds", default="",
               help="k-fold tasks: comma-separated test folds to run (names like fold00, or "
                    "indices) for a quick run; default all. The report marks a subset.")
@@ -391,7 +391,7 @@ def compare(ctx: click.Context, tasks_dir: Path, out: Path, seeds: int, shots_li
 
     cfg = CompareConfig(tasks_dir=tasks_dir, tuning=TuneConfig(**tuning), seeds=seeds, grid=grid,
                         probes=subset("probes", probes, PROBES),
-                        methods=subset("methods", methods, METHODS),
+                        methods=subset("methods", methods, COMPARED_METHODS),
                         folds=tuple(f.strip() for f in folds.split(",") if f.strip()),
                         shots=shots_setting(shots_list), search=search_trials,
                         search_fixed=tuple(

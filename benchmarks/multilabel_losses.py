@@ -17,8 +17,8 @@ import click
 
 import eval_tasks
 from hear_contrastune.atomic import write_text
-from hear_contrastune.comparison.compare import probe
-from hear_contrastune.comparison.layout import DEFAULT_PROBES as PROBES
+from hear_contrastune.comparison.compare import run_probes
+from hear_contrastune.comparison.run_layout import DEFAULT_PROBES as PROBES
 from hear_contrastune.embed import embed_tasks
 from hear_contrastune.training.config import TuneConfig
 from hear_contrastune.training.loop import tune
@@ -49,7 +49,7 @@ def main(out: Path, size: str, backbone: str, epochs: int, batch_size: int, grid
                              loss=loss, epochs=epochs, batch_size=batch_size)
             model = str(tune(cfg, out / "models" / name))
         emb_dir = embed_tasks(model, task_dir, out / "embeddings", name)[0]
-        rows[name] = probe(emb_dir, PROBES, grid)
+        rows[name] = run_probes(emb_dir, PROBES, grid)
         click.echo(f"{name}: " + "  ".join(f"{p} {s:.4f}" for p, s in rows[name].items()))
     lines = [f"gm-family-mix ({size}), test mAP, {backbone}, {epochs} epochs", "",
              "| objective | HEAR MLP | linear | kNN |", "|---|---:|---:|---:|"]

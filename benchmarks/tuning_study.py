@@ -39,7 +39,7 @@ from hear_contrastune.atomic import write_text
 from hear_contrastune.data.loading import DEFAULT_WORKERS
 from hear_contrastune.data.task import load_task
 from hear_contrastune.search import Search, run_search
-from hear_contrastune.training.config import DEFAULTS, METHODS, TuneConfig
+from hear_contrastune.training.config import DEFAULTS, TUNED_METHODS, TuneConfig
 from hear_contrastune.training.search_space import SPACE
 
 KEPT_FILES = ("search.json", "study.journal", "trials.csv", "best.json", "search.png")
@@ -117,7 +117,7 @@ def median(param, values: list) -> str:
 @click.option("--keep", required=True, type=click.Path(path_type=Path),
               help="Where each finished task's small outputs and summary.md go (commit these).")
 @click.option("--tasks", default=",".join(eval_tasks.TASKS), show_default=True)
-@click.option("--methods", default=",".join(METHODS), show_default=True)
+@click.option("--methods", default=",".join(TUNED_METHODS), show_default=True)
 @click.option("--size", default="full", show_default=True, type=click.Choice(["small", "full"]))
 @click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int)
 @click.option("--trials", default=12, show_default=True, type=int)

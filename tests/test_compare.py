@@ -10,9 +10,9 @@ import pytest
 
 import eval_tasks
 from hear_contrastune.comparison.compare import CompareConfig, compare
-from hear_contrastune.comparison.layout import DEFAULT_PROBES as PROBES
-from hear_contrastune.comparison.layout import METHODS
 from hear_contrastune.comparison.results import load_results
+from hear_contrastune.comparison.run_layout import COMPARED_METHODS
+from hear_contrastune.comparison.run_layout import DEFAULT_PROBES as PROBES
 from hear_contrastune.errors import UserError
 from hear_contrastune.training.config import CLASSIFIER_METHODS, DEFAULTS
 
@@ -25,7 +25,7 @@ def test_compare_runs_every_stage_reports_and_resumes(tmp_path):
     records = compare(cfg, run, device="cpu")
 
     seen = {(r.method, r.probe) for r in records}
-    assert seen == ({(m, p) for m in METHODS for p in PROBES}
+    assert seen == ({(m, p) for m in COMPARED_METHODS for p in PROBES}
                     | {(m, "head") for m in CLASSIFIER_METHODS})
     assert all(r.task == "gm-program" and r.metric == "top1_acc" for r in records)
     assert all(0.0 <= r.score <= 1.0 for r in records)
@@ -33,7 +33,7 @@ def test_compare_runs_every_stage_reports_and_resumes(tmp_path):
 
     report = (run / "report.md").read_text()
     html = (run / "index.html").read_text()
-    for method in METHODS:
+    for method in COMPARED_METHODS:
         assert method in report and method in html
     pngs = sorted((run / "plots").glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
@@ -82,7 +82,7 @@ def test_compare_on_a_kfold_and_a_variable_length_task(tmp_path):
 
     cells = {(r.task, r.method, r.probe) for r in records}
     for task in ("gm-phrase-5fold", "gm-tags-varlen"):
-        assert {(task, m, p) for m in METHODS for p in PROBES} <= cells
+        assert {(task, m, p) for m in COMPARED_METHODS for p in PROBES} <= cells
     assert all(0.0 <= r.score <= 1.0 for r in records)
     kfold = [r for r in records if r.task == "gm-phrase-5fold"]
     assert {(r.fold, r.n_folds) for r in kfold} == {("fold01", 5)}

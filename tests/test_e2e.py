@@ -10,9 +10,9 @@ import sys
 import numpy as np
 
 import eval_tasks
-from hear_contrastune.comparison.layout import DEFAULT_PROBES
 from hear_contrastune.comparison.report.tables import summary_table
 from hear_contrastune.comparison.results import load_results
+from hear_contrastune.comparison.run_layout import DEFAULT_PROBES
 from hear_contrastune.data.embeddings import open_embedded_task, read_split
 from hear_contrastune.embed import embed_tasks
 from hear_contrastune.probes.knn import run_knn_probe

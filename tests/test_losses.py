@@ -5,8 +5,7 @@ import torch
 from pytorch_metric_learning.losses import CrossBatchMemory, SupConLoss
 from pytorch_metric_learning.miners import MultiSimilarityMiner
 
-from hear_contrastune.losses import JaccardSupConLoss
-from hear_contrastune.training.losses import LabelSetCrossBatchMemory
+from hear_contrastune.training.losses import JaccardSupConLoss, LabelSetCrossBatchMemory
 from hear_contrastune.training.miners import JaccardMiner
 
 # Six clips over four labels; clips 4 and 5 have no label.

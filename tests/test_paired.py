@@ -144,13 +144,13 @@ def test_npz_round_trip_recomputes_the_test_score(tmp_path: Path, run_probe) -> 
 def test_compare_probe_gives_records_their_valid_score_and_predictions(tmp_path: Path) -> None:
     """compare's probe step on a real folder, heareval's MLP runner included (the child
     process converts its own fresh pickles): every probe's npz recomputes its test score."""
-    from hear_contrastune.comparison.compare import probe, scored_record
+    from hear_contrastune.comparison.compare import run_probes, scored_record
     from hear_contrastune.data.embeddings import open_embedded_task
 
     run = tmp_path / "run"
     task_dir = multiclass_task(run / "embeddings" / "frozen-seed0" / "t",
                                {"train": 45, "valid": 15, "test": 24}, noise=1.5)
-    found = probe(task_dir, ("hear", "logistic", "knn"), "faster")
+    found = run_probes(task_dir, ("hear", "logistic", "knn"), "faster")
     assert set(found) == {"hear", "logistic", "knn"}
     task = open_embedded_task(task_dir)
     for name, s in found.items():

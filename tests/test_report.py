@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 from probe_fixtures import write_task
 
-from hear_contrastune.comparison.layout import TITLES as PROBE_TITLES
 from hear_contrastune.comparison.report import write_report
 from hear_contrastune.comparison.report.geometry import (
     alignment_uniformity,
@@ -23,6 +22,7 @@ from hear_contrastune.comparison.report.geometry import (
     silhouette,
     tsne_map,
 )
+from hear_contrastune.comparison.run_layout import TITLES as PROBE_TITLES
 from hear_contrastune.data.embeddings import fold_view, open_embedded_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.knn import run_knn_probe

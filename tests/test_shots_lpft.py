@@ -12,8 +12,8 @@ from sklearn.preprocessing import StandardScaler
 
 import eval_tasks
 from hear_contrastune.comparison.compare import CompareConfig, compare
-from hear_contrastune.comparison.layout import shots_dir
 from hear_contrastune.comparison.results import load_results
+from hear_contrastune.comparison.run_layout import shots_dir
 from hear_contrastune.data.embeddings import open_embedded_task, read_split
 from hear_contrastune.data.shots import draw_shots
 from hear_contrastune.errors import UserError

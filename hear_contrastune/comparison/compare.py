@@ -12,7 +12,7 @@ where it stopped. Before that, a step whose records results.json already holds, 
 options and this task content, with their predictions files, is not run at all
 (comparison.reuse): a folder holding only those small files (a checkout of a run made on
 another machine) resumes too. results.json is rewritten after every step run, marked finished
-at the end. Where everything goes is comparison.layout's business.
+at the end. Where everything goes is comparison.run_layout's business.
 
 The frozen encoder has no randomness of its own: it is embedded and probed once (seed 0).
 A k-fold task gets one tuned model per fold and method and seed, with heareval's roles (test
@@ -29,7 +29,11 @@ from typing import NamedTuple
 
 import torch
 
-from hear_contrastune.comparison.layout import (
+from hear_contrastune.comparison.options import CompareConfig, options_doc
+from hear_contrastune.comparison.report import write_report
+from hear_contrastune.comparison.results import Record, ResultsFile, read_results, write_results
+from hear_contrastune.comparison.reuse import Progress, Unit, read_progress, task_key
+from hear_contrastune.comparison.run_layout import (
     EMBEDDINGS_DIR,
     FOLDS_DIR,
     HEAD,
@@ -44,10 +48,6 @@ from hear_contrastune.comparison.layout import (
     search_dir,
     shots_dir,
 )
-from hear_contrastune.comparison.options import CompareConfig, options_doc
-from hear_contrastune.comparison.report import write_report
-from hear_contrastune.comparison.results import Record, ResultsFile, read_results, write_results
-from hear_contrastune.comparison.reuse import Progress, Unit, read_progress, task_key
 from hear_contrastune.data.embeddings import fold_view, open_embedded_task, read_split
 from hear_contrastune.data.hear_format import HearFolder, fold_roles
 from hear_contrastune.data.loading import DEFAULT_WORKERS
@@ -97,7 +97,7 @@ class ProbeScore(NamedTuple):
     predictions: Path
 
 
-def probe(emb_task_dir: Path, probes: tuple[str, ...], grid: str) -> dict[str, ProbeScore]:
+def run_probes(emb_task_dir: Path, probes: tuple[str, ...], grid: str) -> dict[str, ProbeScore]:
     """Each requested probe's scores and predictions for one embeddings folder (cached on
     disk)."""
     docs = {}
@@ -310,7 +310,7 @@ def run_fold(cfg: CompareConfig, run: Path, step: Step, frozen_dir: Path | None,
                                read_draw(draw_file(run, step)), shots, seed,
                                shots_dir(run, run_label(method, seed, "", shots), task_dir.name,
                                          fold))
-    scores: dict[str, ProbeScore | float] = dict(probe(probe_dir, cfg.probes, cfg.grid))
+    scores: dict[str, ProbeScore | float] = dict(run_probes(probe_dir, cfg.probes, cfg.grid))
     if method in CLASSIFIER_METHODS:
         scores[HEAD] = head_score(Path(model), probe_dir)["test_score"]
     return [scored_record(step.task, method, seed, fold, step.n_folds, p, s, run, shots)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hear_contrastune.comparison.layout import DEFAULT_PROBES, METHODS
+from hear_contrastune.comparison.run_layout import COMPARED_METHODS, DEFAULT_PROBES
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID
 from hear_contrastune.training.config import BEFORE_OPTION, DEFAULTS, TuneConfig
 
@@ -28,7 +28,7 @@ class CompareConfig:
     seeds: int = 3
     grid: str = DEFAULT_GRID  # heareval's grid, for the HEAR and linear probes
     probes: tuple[str, ...] = DEFAULT_PROBES
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = COMPARED_METHODS
     folds: tuple[str, ...] = ()  # k-fold tasks: the test folds to run (names or indices); all
     shots: tuple[int, ...] = (0,)  # few-shot settings, train clips per class (0: all clips)
     # trials of `contrastune search` per tuned method and task before its runs (0: none, the

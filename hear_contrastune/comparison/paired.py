@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from hear_contrastune.atomic import atomic_path
-from hear_contrastune.comparison.layout import FINETUNE_METHODS, HEAD, method_key
 from hear_contrastune.comparison.results import Record
+from hear_contrastune.comparison.run_layout import FINETUNE_METHODS, HEAD, method_key
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.predictions import read_predictions
 from hear_contrastune.probes.protocol import primary_score, score_function

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hear_contrastune.comparison.layout import HEAD, RESULTS_FILE, score_key
 from hear_contrastune.comparison.options import first_difference
 from hear_contrastune.comparison.results import Record, ResultsFile
+from hear_contrastune.comparison.run_layout import HEAD, RESULTS_FILE, score_key
 from hear_contrastune.data.task import Task
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.predictions import read_predictions
@@ -62,7 +62,7 @@ class Progress:
 
     def held(self, unit: Unit, key: str, probes: Sequence[str]) -> list[Record]:
         """The unit's records of `probes` held for a task of content `key`, in the order
-        compare writes them (comparison.layout.SCORES)."""
+        compare writes them (comparison.run_layout.SCORES)."""
         if self.task_keys.get(unit[0]) != key:
             return []
         return sorted((r for r in self.records.get(unit, []) if r.probe in probes),

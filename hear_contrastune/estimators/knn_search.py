@@ -26,7 +26,7 @@ import torch
 from hear_contrastune.errors import UserError
 
 METRICS = ("cosine", "euclidean")
-WEIGHTINGS = ("uniform", "similarity")
+VOTE_WEIGHTINGS = ("uniform", "similarity")
 GEMMS = ("auto", "onednn", "mm")
 # Votes weighted by exp(similarity / this) under weighting "similarity" (the DINO kNN's value).
 DEFAULT_TEMPERATURE = 0.07
@@ -310,7 +310,7 @@ def vote(
     neighbours: Neighbours,
     train_targets: torch.Tensor,
     k: int,
-    weighting: str = WEIGHTINGS[0],
+    weighting: str = VOTE_WEIGHTINGS[0],
     temperature: float = DEFAULT_TEMPERATURE,
     n_classes: int | None = None,
 ) -> torch.Tensor:
@@ -323,8 +323,8 @@ def vote(
     heareval's argmax do). "uniform" counts votes exactly; "similarity" weights a neighbour by
     exp(s / temperature), as in Wu et al. 2018 and DINO.
     """
-    if weighting not in WEIGHTINGS:
-        raise UserError(f"--weighting {weighting!r}: expected one of {', '.join(WEIGHTINGS)}")
+    if weighting not in VOTE_WEIGHTINGS:
+        raise UserError(f"--weighting {weighting!r}: expected one of {', '.join(VOTE_WEIGHTINGS)}")
     if not 1 <= k <= neighbours.k:
         raise ValueError(f"k={k} outside 1..{neighbours.k} (the neighbours searched)")
     idx = neighbours.indices[:, :k]

@@ -23,7 +23,7 @@ from hear_contrastune.errors import UserError
 from hear_contrastune.estimators.knn_search import (
     DEFAULT_TEMPERATURE,
     METRICS,
-    WEIGHTINGS,
+    VOTE_WEIGHTINGS,
     KnnIndex,
     Neighbours,
     resolve_device,
@@ -51,8 +51,8 @@ def check_options(
         raise UserError(f"--k {ks}: expected one or more whole numbers >= 1")
     if metric not in METRICS:
         raise UserError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
-    if weighting not in WEIGHTINGS:
-        raise UserError(f"--weighting {weighting!r}: expected one of {', '.join(WEIGHTINGS)}")
+    if weighting not in VOTE_WEIGHTINGS:
+        raise UserError(f"--weighting {weighting!r}: expected one of {', '.join(VOTE_WEIGHTINGS)}")
     if not (isinstance(temperature, int | float) and math.isfinite(temperature)
             and temperature > 0):
         raise UserError(f"--temperature {temperature}: must be a number > 0")
@@ -63,7 +63,7 @@ def run_knn_probe(
     task_dirs: Sequence[str | Path],
     k_grid: Iterable[int] = DEFAULT_K_GRID,
     metric: str = METRICS[0],
-    weighting: str = WEIGHTINGS[0],
+    weighting: str = VOTE_WEIGHTINGS[0],
     temperature: float = DEFAULT_TEMPERATURE,
     device: str | None = None,
     force: bool = False,

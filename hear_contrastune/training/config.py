@@ -12,7 +12,7 @@ from hear_contrastune.backbones import DEFAULT_BACKBONE
 from hear_contrastune.data.shots import ALL_SHOTS
 from hear_contrastune.data.views import AugmentConfig
 
-METHODS = ("contrastive", "finetune", "lpft")
+TUNED_METHODS = ("contrastive", "finetune", "lpft")  # what `tune` trains
 # Methods that train a classifier head (kept in the checkpoint): vanilla fine-tuning, and LP-FT
 # (Kumar et al. 2022), which first fits that head as a linear probe on the frozen encoder.
 CLASSIFIER_METHODS = ("finetune", "lpft")

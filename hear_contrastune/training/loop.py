@@ -58,9 +58,9 @@ from hear_contrastune.training.config import (
     BATCH_SIZE,
     CLASSIFIER_METHODS,
     M_PER_CLASS,
-    METHODS,
     PRECISIONS,
     SELECT_RULES,
+    TUNED_METHODS,
     VARIABLE_CLIP_SECONDS,
     TuneConfig,
     held_config,
@@ -77,7 +77,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Run:
+class TuningRun:
     """Everything one tuning run works with, built once before the first epoch."""
 
     cfg: TuneConfig
@@ -225,7 +225,7 @@ def check_tuning(cfg: TuneConfig) -> None:
 
 
 def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int,
-              held: ExitStack) -> Run | None:
+              held: ExitStack) -> TuningRun | None:
     """Check everything, lock and open the run folder (`held` keeps the lock), and build data,
     model, loss and optimiser; None if the run is already done."""
     check_options(cfg)
@@ -249,7 +249,7 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int,
     if cfg.method == "lpft" and not (out / "state.pt").exists():  # a resume restores the head
         fit_lpft_head(head, backbone, evaluator, task.multilabel, ranks)
     optimizer = make_optimizer(cfg, backbone, head)
-    return Run(
+    return TuningRun(
         cfg=cfg, out=out, task=task, ranks=ranks, device=device, amp=amp, train=clips.train,
         train_targets=clips.targets.to(device), evaluator=evaluator, workers=workers,
         backbone=backbone, head=head, step_fn=make_step_fn(cfg, backbone, head, ranks),
@@ -265,8 +265,8 @@ def check_options(cfg: TuneConfig) -> None:
     """Refuse options no run can use, before anything is built."""
     if not cfg.task_dir:
         raise UserError("--task-dir: needed to tune")
-    if cfg.method not in METHODS:
-        raise UserError(f"method {cfg.method!r}: choose from {', '.join(METHODS)}")
+    if cfg.method not in TUNED_METHODS:
+        raise UserError(f"method {cfg.method!r}: choose from {', '.join(TUNED_METHODS)}")
     if cfg.select not in SELECT_RULES:
         raise UserError(f"--select {cfg.select!r}: choose from {', '.join(SELECT_RULES)}")
     if cfg.patience < 0:
@@ -389,7 +389,7 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TuneConfig,
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [linear, cosine], [warmup])
 
 
-def start(run: Run) -> None:
+def start(run: TuningRun) -> None:
     """Resume from state.pt (every rank from the same state), or score the untuned encoder."""
     state_file = run.out / "state.pt"
     if state_file.exists():
@@ -416,7 +416,7 @@ def start(run: Run) -> None:
         choose_and_save_best(run, 0)
 
 
-def train_one_epoch(run: Run, epoch: int) -> list[float]:
+def train_one_epoch(run: TuningRun, epoch: int) -> list[float]:
     """One pass over the epoch's batches; returns each batch's loss. Each rank decodes only its
     share of every global batch."""
     cfg, state = run.cfg, run.state
@@ -478,7 +478,8 @@ def has_negative_pair(labels: Tensor) -> bool:
     return bool((jaccard_similarity(labels) == 0).any())
 
 
-def score_valid(run: Run, epoch: int, losses: list[float], seconds: float) -> dict[str, float]:
+def score_valid(run: TuningRun, epoch: int, losses: list[float],
+                seconds: float) -> dict[str, float]:
     """Rank 0, after an epoch that trained for `seconds`: the valid scores of the backbone alone
     (training.valid_evaluator; {} for an epoch --select-every leaves unscored), logged, and its
     valid kNN (NaN unscored) appended to run.scores."""
@@ -496,7 +497,7 @@ def score_valid(run: Run, epoch: int, losses: list[float], seconds: float) -> di
     return valid
 
 
-def choose_and_save_best(run: Run, epoch: int) -> None:
+def choose_and_save_best(run: TuningRun, epoch: int) -> None:
     """Rank 0, once `epoch` is scored: decide whether to stop (--patience), let the selection
     rule choose from the scores so far, and write `best.pt` when the choice moves (always at
     epoch 0).
@@ -521,13 +522,13 @@ def choose_and_save_best(run: Run, epoch: int) -> None:
     remember_weights(run)
 
 
-def save_state(run: Run, epoch: int) -> None:
+def save_state(run: TuningRun, epoch: int) -> None:
     """Rank 0: write the resume point after `epoch`."""
     run.state.epoch = epoch
     run.state.save(run.out / "state.pt")
 
 
-def remember_weights(run: Run) -> None:
+def remember_weights(run: TuningRun) -> None:
     """For "smoothed", which can choose a scored epoch only once the next one is scored: keep a
     CPU copy of the weights of the scored epoch just finished, in the state (a run resumed after
     an unscored epoch still needs them)."""
@@ -538,7 +539,8 @@ def remember_weights(run: Run) -> None:
 
 
 @contextmanager
-def weights_of(run: Run, weights: tuple[dict[str, Tensor], dict[str, Tensor]]) -> Iterator[None]:
+def weights_of(run: TuningRun,
+               weights: tuple[dict[str, Tensor], dict[str, Tensor]]) -> Iterator[None]:
     """Load earlier (backbone, head) weights for the block, then put the current ones back."""
     modules = (run.backbone, run.head)
     current = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
@@ -551,7 +553,7 @@ def weights_of(run: Run, weights: tuple[dict[str, Tensor], dict[str, Tensor]]) -
             module.load_state_dict(now)
 
 
-def save_best(run: Run, epoch: int) -> None:
+def save_best(run: TuningRun, epoch: int) -> None:
     """Write the backbone as `best.pt`, with the epoch, its valid kNN and the rule that chose it
     in the meta; a fine-tuned one keeps its classifier there too."""
     cfg = run.cfg

@@ -14,7 +14,7 @@ from hear_contrastune.training.config import DEFAULTS
 from hear_contrastune.training.pairs import check_labels, jaccard_similarity, off_diagonal
 
 Weighting = Literal["jaccard", "any-shared"]
-WEIGHTINGS: tuple[Weighting, ...] = ("jaccard", "any-shared")
+PAIR_WEIGHTINGS: tuple[Weighting, ...] = ("jaccard", "any-shared")
 
 
 class JaccardSupConLoss(BaseMetricLossFunction):
@@ -41,8 +41,8 @@ class JaccardSupConLoss(BaseMetricLossFunction):
     def __init__(self, temperature: float = DEFAULTS.temperature, weighting: Weighting = "jaccard",
                  **kwargs):
         super().__init__(**kwargs)
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if weighting not in PAIR_WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {PAIR_WEIGHTINGS}, got {weighting!r}")
         self.temperature = temperature
         self.weighting = weighting
         self.num_anchors_without_positive = 0

@@ -23,7 +23,6 @@ import re
 from pathlib import Path
 
 from hear_contrastune.atomic import atomic_dir, write_text
-from hear_contrastune.comparison.layout import RESULTS_FILE, SEARCH_DIR, method_key
 from hear_contrastune.comparison.options import flatten
 from hear_contrastune.comparison.paired import PAIRED_DIR
 from hear_contrastune.comparison.report.document import (
@@ -43,7 +42,7 @@ from hear_contrastune.comparison.report.geometry import (
 )
 from hear_contrastune.comparison.report.load import (
     MAX_POINTS,
-    Run,
+    ReportInput,
     load_run,
     load_training,
     merge_runs,
@@ -64,6 +63,7 @@ from hear_contrastune.comparison.report.tables import (
 )
 from hear_contrastune.comparison.report.verdict import verdict_blocks
 from hear_contrastune.comparison.results import Record
+from hear_contrastune.comparison.run_layout import RESULTS_FILE, SEARCH_DIR, method_key
 from hear_contrastune.data.shots import ALL_SHOTS
 from hear_contrastune.errors import UserError
 from hear_contrastune.lock import exclusive
@@ -82,7 +82,7 @@ def option_lines(options: dict) -> list[str]:
     return [f"{name}: {json.dumps(value)}" for name, value in flatten(options).items()]
 
 
-def build_report(run: Run, plot_dir: Path) -> list[Block]:
+def build_report(run: ReportInput, plot_dir: Path) -> list[Block]:
     """Measure, draw the plots into `plot_dir`, and lay out the report's blocks."""
     embeddings = measure_embeddings(run)
     training = load_training(run)
@@ -247,7 +247,7 @@ def write_merged_report(run_dirs: list[Path], out: Path) -> tuple[Path, Path]:
         return render(run)
 
 
-def render(run: Run) -> tuple[Path, Path]:
+def render(run: ReportInput) -> tuple[Path, Path]:
     """Write run.path/report.md, index.html and plots/. The plots folder is replaced whole and
     each page renamed into place, so a killed report leaves the previous one intact."""
     with atomic_dir(run.path / "plots") as plot_dir:

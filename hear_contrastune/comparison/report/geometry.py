@@ -11,8 +11,8 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
-from hear_contrastune.comparison.layout import method_key
-from hear_contrastune.comparison.report.load import Run, knn_curve, test_points
+from hear_contrastune.comparison.report.load import ReportInput, knn_curve, test_points
+from hear_contrastune.comparison.run_layout import method_key
 from hear_contrastune.data.embeddings import open_embedded_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.estimators.knn_search import KnnIndex
@@ -156,7 +156,7 @@ class TaskEmbeddings:
     knn_curves: dict[str, list[dict[int, float]]] = field(default_factory=dict)
 
 
-def measure_embeddings(run: Run) -> dict[str, TaskEmbeddings]:
+def measure_embeddings(run: ReportInput) -> dict[str, TaskEmbeddings]:
     """Geometry, projection and kNN curve of every embeddings folder, one at a time (only the
     sample of test clips of one folder is in memory)."""
     tasks: dict[str, TaskEmbeddings] = {}

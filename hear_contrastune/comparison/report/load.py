@@ -1,4 +1,4 @@
-"""What the report reads from a comparison run folder (comparison.layout), or from several
+"""What the report reads from a comparison run folder (comparison.run_layout), or from several
 (`contrastune report`), and what it could not read: a partial run still gets a report, with
 what is missing listed under "Notes"."""
 
@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hear_contrastune.comparison.layout import (
+from hear_contrastune.comparison.options import SELECTION, first_difference, result_options
+from hear_contrastune.comparison.results import Record, ResultsFile, read_results
+from hear_contrastune.comparison.run_layout import (
     FOLDS_DIR,
     MODELS_DIR,
     RESULTS_FILE,
@@ -20,8 +22,6 @@ from hear_contrastune.comparison.layout import (
     parse_run_label,
     score_key,
 )
-from hear_contrastune.comparison.options import SELECTION, first_difference, result_options
-from hear_contrastune.comparison.results import Record, ResultsFile, read_results
 from hear_contrastune.data.embeddings import EmbeddedTask, open_embedded_task, read_split
 from hear_contrastune.data.hear_format import is_hear_folder
 from hear_contrastune.errors import UserError
@@ -46,7 +46,7 @@ class RunFolder:
 
 
 @dataclass
-class Run:
+class ReportInput:
     """Everything the report reads from one run folder or several (`sources`), and what it
     could not read. `path` is where the report goes: the run folder itself, or a merged
     report's folder; records' predictions paths are relative to it."""
@@ -106,7 +106,7 @@ def find_models(root: Path, task_names: dict[str, str]) -> list[RunFolder]:
     return found
 
 
-def load_run(run_dir: Path) -> Run:
+def load_run(run_dir: Path) -> ReportInput:
     """Find everything the report can use under `run_dir`."""
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: not a directory")
@@ -118,7 +118,7 @@ def load_run(run_dir: Path) -> Run:
     embeddings = find_embeddings(run_dir)
     task_names = {e.task_folder: e.task for e in embeddings}
     models = find_models(run_dir / MODELS_DIR, task_names)
-    return Run(run_dir, held.records, embeddings, models, notes, held.options, [run_dir])
+    return ReportInput(run_dir, held.records, embeddings, models, notes, held.options, [run_dir])
 
 
 def finished_results(run_dir: Path) -> ResultsFile:
@@ -137,8 +137,8 @@ def finished_results(run_dir: Path) -> ResultsFile:
     return held
 
 
-def merge_runs(run_dirs: list[Path], out: Path) -> Run:
-    """One Run of several finished compare runs, for a report in `out`. Refused, in one line:
+def merge_runs(run_dirs: list[Path], out: Path) -> ReportInput:
+    """The input of one report on several finished compare runs, in `out`. Refused, in one line:
     runs whose options differ in one that changes results (comparison.options), a task whose
     content differs between runs, and a record two runs hold with different scores (the same
     record, e.g. the frozen encoder's in two runs of one task, is taken once)."""
@@ -174,7 +174,7 @@ def merge_runs(run_dirs: list[Path], out: Path) -> Run:
         embeddings += found
         models += find_models(d / MODELS_DIR, {e.task_folder: e.task for e in found})
         runs.append(f"{d}: {selection_text(h.records)}")
-    return Run(out, records, embeddings, models, [], result_options(held[0].options),
+    return ReportInput(out, records, embeddings, models, [], result_options(held[0].options),
                list(run_dirs), runs)
 
 
@@ -249,7 +249,7 @@ class TrainingLog:
         return next(iter(self.valid_columns), None)
 
 
-def load_training(run: Run) -> dict[str, dict[str, list[TrainingLog]]]:
+def load_training(run: ReportInput) -> dict[str, dict[str, list[TrainingLog]]]:
     """task -> method -> one log per seed (and fold, for a k-fold task)."""
     logs: dict[str, dict[str, list[TrainingLog]]] = defaultdict(dict)
     for folder in sorted(run.models, key=lambda f: (f.task, method_key(f.method), f.seed,

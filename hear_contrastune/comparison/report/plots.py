@@ -13,10 +13,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from hear_contrastune.comparison.layout import SHORT_TITLES, method_key, score_key
 from hear_contrastune.comparison.report.geometry import TaskEmbeddings
 from hear_contrastune.comparison.report.load import TrainingLog
 from hear_contrastune.comparison.results import Record, task_scores
+from hear_contrastune.comparison.run_layout import SHORT_TITLES, method_key, score_key
 from hear_contrastune.data.shots import ALL_SHOTS
 
 DPI = 100

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hear_contrastune.comparison.layout import SHORT_TITLES, TITLES, method_key, score_key
 from hear_contrastune.comparison.report.geometry import MEASURES, TaskEmbeddings
 from hear_contrastune.comparison.report.load import TrainingLog
 from hear_contrastune.comparison.results import Record, fold_coverage, task_scores
+from hear_contrastune.comparison.run_layout import SHORT_TITLES, TITLES, method_key, score_key
 from hear_contrastune.data.shots import ALL_SHOTS
 
 DECIMALS = 3

@@ -6,7 +6,6 @@ written."""
 import math
 from pathlib import Path
 
-from hear_contrastune.comparison.layout import FINETUNE_METHODS, SHORT_TITLES, score_key
 from hear_contrastune.comparison.paired import (
     BEST_FINETUNE,
     BOOTSTRAP_SEED,
@@ -18,6 +17,7 @@ from hear_contrastune.comparison.paired import (
 from hear_contrastune.comparison.report.document import Block, Heading, Paragraph, TableBlock
 from hear_contrastune.comparison.report.tables import Cell, Table
 from hear_contrastune.comparison.results import Record
+from hear_contrastune.comparison.run_layout import FINETUNE_METHODS, SHORT_TITLES, score_key
 
 
 def row_name(task: str, shots: int) -> str:

@@ -28,8 +28,8 @@ from typing import NamedTuple
 
 from hear_contrastune.data.shots import ALL_SHOTS
 
-METHODS = ("frozen", "finetune", "lpft", "contrastive")  # also the order methods are shown in
-TUNED_METHODS = ("finetune", "lpft", "contrastive")  # what `tune` trains (training.config.METHODS)
+# every method compare runs, in the order they are shown
+COMPARED_METHODS = ("frozen", "finetune", "lpft", "contrastive")
 FINETUNE_METHODS = ("finetune", "lpft")  # the baselines contrastive tuning is judged against
 PROBES = ("hear", "linear", "logistic", "knn")  # every probe compare can run
 # what it runs unless asked: the converged linear probe, not heareval's fixed-budget one
@@ -107,8 +107,9 @@ def shots_dir(run: Path, label: str, task_folder: str, fold: str = "") -> Path:
 
 
 def method_key(method: str) -> tuple[int, str]:
-    """METHODS first, in that order; anything else after, by name."""
-    return (METHODS.index(method) if method in METHODS else len(METHODS), method)
+    """COMPARED_METHODS first, in that order; anything else after, by name."""
+    order = COMPARED_METHODS
+    return (order.index(method) if method in order else len(order), method)
 
 
 def score_key(probe: str) -> tuple[int, str]:
