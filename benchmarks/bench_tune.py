@@ -49,8 +49,9 @@ import eval_tasks
 from hear_contrastune.backbones import build_backbone
 from hear_contrastune.data.task import load_task
 from hear_contrastune.data.views import random_view
+from hear_contrastune.training.build import training_clips
 from hear_contrastune.training.config import DEFAULTS, TuneConfig
-from hear_contrastune.training.loop import training_clips, tune
+from hear_contrastune.training.loop import tune
 from hear_contrastune.training.run_log import read_csv
 from hear_contrastune.training.selection import choose_epoch, every, is_scored, stop_epoch
 

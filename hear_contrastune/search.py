@@ -36,6 +36,7 @@ from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.lock import exclusive
 from hear_contrastune.outputs import check_output_dir
+from hear_contrastune.training.build import training_clips
 from hear_contrastune.training.config import (
     BATCH_SIZE,
     HEAD_LR_SCALE,
@@ -43,7 +44,7 @@ from hear_contrastune.training.config import (
     TuneConfig,
     held_config,
 )
-from hear_contrastune.training.loop import training_clips, tune
+from hear_contrastune.training.loop import tune
 from hear_contrastune.training.search_space import Param, searched
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,9 @@ from hear_contrastune.data.hear_format import roles_for_fold
 from hear_contrastune.data.loading import ClipDataset
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
+from hear_contrastune.training.build import make_schedule
 from hear_contrastune.training.config import SELECT_RULES, TuneConfig
-from hear_contrastune.training.loop import make_schedule, tune
+from hear_contrastune.training.loop import tune
 from hear_contrastune.training.objective import targets_for
 from hear_contrastune.training.run_log import read_csv
 from hear_contrastune.training.selection import (

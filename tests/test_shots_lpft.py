@@ -18,9 +18,10 @@ from hear_contrastune.data.embeddings import open_embedded_task, read_split
 from hear_contrastune.data.shots import draw_shots
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.logistic import DEFAULT_C_GRID
+from hear_contrastune.training.build import build_run
 from hear_contrastune.training.config import TuneConfig
 from hear_contrastune.training.linear_head import fit_linear_head
-from hear_contrastune.training.loop import build_run, tune
+from hear_contrastune.training.loop import tune
 from hear_contrastune.training.objective import Classifier
 
 

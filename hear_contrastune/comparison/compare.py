@@ -70,8 +70,9 @@ from hear_contrastune.probes.linear import run_linear_probe
 from hear_contrastune.probes.logistic import run_logistic_probe
 from hear_contrastune.probes.protocol import label_matrix, score_all, score_functions
 from hear_contrastune.search import Search, run_search
+from hear_contrastune.training.build import check_tuning
 from hear_contrastune.training.config import CLASSIFIER_METHODS, TuneConfig
-from hear_contrastune.training.loop import check_tuning, tune
+from hear_contrastune.training.loop import tune
 from hear_contrastune.training.objective import Classifier
 
 
