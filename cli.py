@@ -30,8 +30,7 @@ from hear_contrastune.cli_options import (
     with_options,
 )
 from hear_contrastune.comparison import quickstart as quickstart_preset
-from hear_contrastune.comparison.compare import CompareConfig
-from hear_contrastune.comparison.options import SELECTION
+from hear_contrastune.comparison.options import SELECTION, CompareConfig
 from hear_contrastune.comparison.run_layout import COMPARED_METHODS, DEFAULT_PROBES, PROBES
 from hear_contrastune.errors import UserError
 from hear_contrastune.estimators.knn_search import DEFAULT_TEMPERATURE, METRICS, VOTE_WEIGHTINGS

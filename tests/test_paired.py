@@ -2,6 +2,7 @@
 heareval's own scorer; and the per-clip predictions each probe leaves beside its result."""
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,34 @@ def test_compare_probe_gives_records_their_valid_score_and_predictions(tmp_path:
     assert (task_dir / "test.predictions.pkl").is_file()  # heareval's own files are left
     head = scored_record(task, "finetune", 0, "", 0, "head", 0.75, run)
     assert head.predictions == "" and math.isnan(head.valid_score)
+
+
+@pytest.mark.parametrize("name", ["top1_acc", "pitch_acc", "chroma_acc", "mAP", "d_prime"])
+def test_resampled_scores_are_heareval_scores_of_each_resample(name):
+    """All resamples at once (comparison.resampled) give what heareval's scorer gives called on
+    each resample alone: per-clip means, the weighted mAP (ties in the scores, a label no clip
+    carries, labels some resamples miss) and the one-call-per-resample fallback (d_prime)."""
+    from hear_contrastune.comparison.resampled import resampled_scores
+
+    rng = np.random.default_rng(3)
+    size = {"mAP": 7, "d_prime": 3}.get(name, 12)  # d_prime: every label in every resample
+    vocab = [str(60 + i) for i in range(size)]  # pitch_acc and chroma_acc read MIDI numbers
+    n = 40
+    if name == "mAP":
+        targets = (rng.random((n, len(vocab))) < 0.2).astype(np.float32)
+        targets[:, 3] = 0  # carried by no clip
+        targets[:2, 5], targets[2:, 5] = 1, 0  # rare: many resamples miss it
+        scores = np.round(rng.random((n, len(vocab))) * 4) / 4  # many tied scores
+        scores = (scores + 0.5 * targets).astype(np.float32)
+    else:
+        targets = np.eye(len(vocab), dtype=np.float32)[rng.integers(0, len(vocab), n)]
+        scores = rng.random((n, len(vocab))).astype(np.float32) + targets * rng.random((n, 1))
+    scorer = score_function(name, vocab, Path("task_metadata.json"))
+    idx = rng.integers(0, n, (60, n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        each = [primary_score([scorer], scores[i], targets[i]) for i in idx]
+    np.testing.assert_allclose(resampled_scores(scorer, scores, targets, idx), each,
+                               rtol=1e-12, atol=1e-12)
+    finite = np.asarray(each)[np.isfinite(each)]  # d_prime is inf where a label separates
+    assert np.std(finite) > 0  # the resamples differ, so the comparison says something

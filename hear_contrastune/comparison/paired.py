@@ -13,14 +13,13 @@ differences are averaged; the 95 % percentile interval of those B values decides
 lies wholly on A's better side, "loss" if wholly on B's, else "tie". With one seed the
 interval covers the test clips only.
 
-Replicate vectors cost B scorer calls (mAP: ~6 ms each), so each is cached under RUN/paired/,
-keyed by the predictions file's content, B, the bootstrap seed and the (task, fold) the clip
-draws belong to.
+A record's B replicate scores come from comparison.resampled (all resamples at once, where the
+score allows it); each vector is cached under RUN/paired/, keyed by the predictions file's
+content, B, the bootstrap seed and the (task, fold) the clip draws belong to.
 """
 
 import hashlib
 import math
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from hear_contrastune.atomic import atomic_path
+from hear_contrastune.comparison.resampled import resampled_scores
 from hear_contrastune.comparison.results import Record
 from hear_contrastune.comparison.run_layout import FINETUNE_METHODS, HEAD, method_key
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.predictions import read_predictions
-from hear_contrastune.probes.protocol import primary_score, score_function
+from hear_contrastune.probes.protocol import score_function
 
 REPLICATES = 1000  # B
 BOOTSTRAP_SEED = 0
@@ -95,14 +95,11 @@ def replicate_scores(path: Path, task: str, fold: str, replicates: int, seed: in
     """The primary score on each bootstrap replicate of a predictions file's test clips (fold
     mean for several folds), and whether higher is better."""
     pred = read_predictions(path)
-    scorer = [score_function(pred.primary, pred.vocabulary, path)]
-    per_fold = []
-    for name, s, t in zip(pred.folds, pred.scores, pred.targets, strict=True):
-        idx = clip_indices(task, f"{fold}/{name}", len(s), replicates, seed)
-        with warnings.catch_warnings():  # a resample can miss a label: sklearn says so
-            warnings.simplefilter("ignore")
-            per_fold.append([primary_score(scorer, s[i], t[i]) for i in idx])
-    return np.mean(per_fold, axis=0), bool(scorer[0].maximize)
+    scorer = score_function(pred.primary, pred.vocabulary, path)
+    per_fold = [resampled_scores(scorer, s, t,
+                                 clip_indices(task, f"{fold}/{name}", len(s), replicates, seed))
+                for name, s, t in zip(pred.folds, pred.scores, pred.targets, strict=True)]
+    return np.mean(per_fold, axis=0), bool(scorer.maximize)
 
 
 def cached_replicates(run: Path, record: Record, replicates: int, seed: int

@@ -10,8 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from hear_contrastune.comparison.compare import CompareConfig, compare
-from hear_contrastune.comparison.report.tables import summary_table
+from hear_contrastune.comparison.options import CompareConfig
 from hear_contrastune.data.loading import DEFAULT_WORKERS
 from hear_contrastune.training.config import DEFAULTS, TuneConfig
 
@@ -26,6 +25,11 @@ def quickstart(out: Path, task_dir: Path, tuning: TuneConfig = TUNING, grid: str
                device: str | None = None, workers: int = DEFAULT_WORKERS,
                say: Callable[[str], None] = lambda _: None) -> str:
     """Run every stage on the built task (each resumes) and return the results table."""
+    # Here, not at the top: compare and the report import scikit-learn and matplotlib (about
+    # 2 s), which `contrastune` would otherwise pay on every command for the constants above.
+    from hear_contrastune.comparison.compare import compare
+    from hear_contrastune.comparison.report.tables import summary_table
+
     cfg = CompareConfig(tasks_dir=task_dir, tuning=tuning, seeds=1, grid=grid,
                         methods=QUICKSTART_METHODS)
     return summary_table(compare(cfg, Path(out), device, workers, say))
