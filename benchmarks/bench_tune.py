@@ -144,8 +144,9 @@ def profile_epoch(cfg: TuneConfig, out: Path) -> dict[str, float]:
 @click.command()
 @click.option("--task-dir", type=click.Path(path_type=Path), default=None,
               help="A task folder (default: gm-program, full size, built in a temporary folder).")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Epochs of the timed `tune` run (with --end-to-end: of each run).")
+@click.option("--epochs", default=None, type=click.IntRange(min=1),
+              help="Epochs of the timed `tune` run: 3, or with --end-to-end TuneConfig's "
+                   f"({DEFAULTS.epochs}) for each run.")
 @click.option("--reps", default=2, show_default=True, type=click.IntRange(min=1),
               help="fp32 / bf16 alternations per backbone family.")
 @click.option("--end-to-end", is_flag=True,
@@ -153,7 +154,7 @@ def profile_epoch(cfg: TuneConfig, out: Path) -> dict[str, float]:
 @click.option("--seeds", default="0", show_default=True, help="--end-to-end: comma-separated.")
 @click.option("--curves", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Replay --patience on the epochs.csv of finished runs under this folder.")
-def main(task_dir: Path | None, epochs: int, reps: int, end_to_end: bool, seeds: str,
+def main(task_dir: Path | None, epochs: int | None, reps: int, end_to_end: bool, seeds: str,
          curves: tuple[Path, ...]) -> None:
     torch.set_flush_denormal(True)  # as the CLI does
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -166,9 +167,9 @@ def main(task_dir: Path | None, epochs: int, reps: int, end_to_end: bool, seeds:
         task_dir = task_dir or eval_tasks.build("gm-program", tmp / "tasks")
         cfg = TuneConfig(task_dir=str(task_dir))
         if end_to_end:
-            compare_runs(cfg, epochs, [int(s) for s in seeds.split(",")], tmp)
+            compare_runs(cfg, epochs or DEFAULTS.epochs, [int(s) for s in seeds.split(",")], tmp)
         else:
-            limit_and_loop(cfg, epochs, reps, tmp)
+            limit_and_loop(cfg, epochs or 3, reps, tmp)
 
 
 def limit_and_loop(cfg: TuneConfig, epochs: int, reps: int, tmp: Path) -> None:
