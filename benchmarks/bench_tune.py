@@ -247,9 +247,12 @@ def compare_runs(cfg: TuneConfig, epochs: int, seeds: list[int], tmp: Path) -> N
             wall = time.time() - t0
             done = json.loads((out / "done.json").read_text())
             rows.append((seed, label, wall, done))
+            log = read_csv(out / "epochs.csv")
+            train_s, select_s = float(np.sum(log["seconds"])), float(np.sum(log["select_seconds"]))
             print(f"  seed {seed} {label}: {wall:7.1f} s, epochs run {done['last_epoch']}, "
-                  f"kept epoch {done['best_epoch']}, valid kNN {done['best_valid_knn']:.4f}",
-                  flush=True)
+                  f"kept epoch {done['best_epoch']}, valid kNN {done['best_valid_knn']:.4f}; "
+                  f"training {train_s:.0f} s, selection {select_s:.0f} s "
+                  f"({select_s / (train_s + select_s):.2f} of the two)", flush=True)
     walls = {label: sum(r[2] for r in rows if r[1] == label) for label in ("old", "new")}
     knn = {label: [r[3]["best_valid_knn"] for r in rows if r[1] == label]
            for label in ("old", "new")}
