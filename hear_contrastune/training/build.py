@@ -152,9 +152,10 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int,
     model, loss and optimiser; None if the run is already done."""
     check_options(cfg)
     ranks, device = distributed.init(device)
-    amp = autocast_dtype(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.backbone)
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, device, backbone))
+    amp = autocast_dtype(cfg.precision, device)
     task = load_task(cfg.task_dir, backbone.sample_rate)  # at the rate the backbone takes
     clips = training_clips(cfg, task)
     cfg = clips.cfg
@@ -334,18 +335,28 @@ def open_run(out: Path, cfg: TuneConfig, task_key: str) -> None:
         write_json(config_file, wanted)
 
 
-def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
-    """The autocast dtype for --precision; mixed precision is a CUDA feature here.
+def resolve_precision(precision: str, device: str, backbone: Backbone) -> str:
+    """--precision with "auto" made concrete: bf16 on the CPU for a backbone whose bf16 autocast
+    was measured to pay there (`Backbone.cpu_bf16`), fp32 otherwise. On CUDA "auto" stays fp32:
+    no GPU was measured here."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.split(":")[0] == "cpu" and backbone.cpu_bf16 else "fp32"
 
-    Not on the CPU, though its AVX-512 BF16 would run it: bf16 autocast was measured slower than
-    fp32 for backbone forward + backward of every family on the 2-core CPU
-    (benchmarks/bench_tune.py, benchmarks/results/bench_tune.txt: Resemblyzer's LSTM, CREPE
-    tiny's convolutions, tiny wav2vec2 and AST transformers), nowhere near the 1.3x that would
-    pay for checking its valid kNN."""
+
+def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
+    """The autocast dtype of a concrete --precision. bf16 runs on the CPU too (AVX-512 BF16; for
+    which backbones it pays, see resolve_precision); fp16 autocast is CUDA-only here.
+
+    Measured on the 2-core CPU, nothing else running (benchmarks/bench_tune.py,
+    benchmarks/results/bench_tune.txt), bf16 against fp32 forward + backward: Resemblyzer's LSTM
+    1.80x; CREPE tiny's convolutions 1.18x, tiny wav2vec2 0.95x and AST 0.69x, under the 1.3x
+    that would pay for checking their valid kNN."""
     if precision == "fp32":
         return None
-    if precision not in PRECISIONS:
+    if precision not in PRECISIONS or precision == "auto":
         raise UserError(f"--precision {precision!r}: choose from {', '.join(PRECISIONS)}")
-    if not device.startswith("cuda"):
-        raise UserError(f"--precision {precision} needs a CUDA device (this run is on {device})")
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise UserError(f"--precision fp16 needs a CUDA device (this run is on {device}); "
+                        "bf16 runs on the CPU")
     return torch.bfloat16 if precision == "bf16" else torch.float16

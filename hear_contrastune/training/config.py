@@ -18,7 +18,9 @@ TUNED_METHODS = ("contrastive", "finetune", "lpft")  # what `tune` trains
 CLASSIFIER_METHODS = ("finetune", "lpft")
 CONTRASTIVE_LOSSES = ("supcon", "jaccard-supcon", "any-shared-supcon")
 LOSSES = ("auto", *CONTRASTIVE_LOSSES, "ce", "bce")
-PRECISIONS = ("fp32", "bf16", "fp16")
+# Autocast for the training forward pass. "auto": bf16 where it was measured to pay (a backbone
+# whose `cpu_bf16` says so, on the CPU), fp32 elsewhere; fp16 is CUDA-only.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # How the epoch kept as best.pt is chosen from the valid kNN curve (training.selection.choose_epoch)
 SELECT_RULES = ("best", "last", "smoothed")
 # The head's learning rate is lr * this unless set. A new classifier on a pretrained encoder
@@ -99,7 +101,10 @@ class TuneConfig:
     # one, extends every anchor's negatives beyond its batch (training.losses); 0: off
     xbm_size: int = 0
     accumulate: int = 1  # batches per optimiser step (each batch keeps its own negatives)
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast, CUDA only)
+    # "auto" resolves when the run starts and config.json records what it ran: bf16 for
+    # Resemblyzer on the CPU (1.80x fp32 forward + backward, the same kept valid kNN: README,
+    # "How close a run comes to the machine's limit"), fp32 for every other backbone and on CUDA
+    precision: str = "auto"
     compile: bool = False  # torch.compile the backbone + head
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
