@@ -50,7 +50,7 @@ from hear_contrastune.backbones import build_backbone
 from hear_contrastune.data.task import load_task
 from hear_contrastune.data.views import random_view
 from hear_contrastune.training.build import training_clips
-from hear_contrastune.training.config import DEFAULTS, TuneConfig
+from hear_contrastune.training.config import DEFAULTS, PRECISIONS, TuneConfig
 from hear_contrastune.training.loop import tune
 from hear_contrastune.training.run_log import read_csv
 from hear_contrastune.training.selection import choose_epoch, every, is_scored, stop_epoch
@@ -152,10 +152,13 @@ def profile_epoch(cfg: TuneConfig, out: Path) -> dict[str, float]:
 @click.option("--end-to-end", is_flag=True,
               help="Time whole runs at the old defaults against the new ones instead.")
 @click.option("--seeds", default="0", show_default=True, help="--end-to-end: comma-separated.")
+@click.option("--precision", default=DEFAULTS.precision, show_default=True,
+              type=click.Choice(PRECISIONS),
+              help="The timed run's precision; with --end-to-end, the new runs'.")
 @click.option("--curves", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Replay --patience on the epochs.csv of finished runs under this folder.")
 def main(task_dir: Path | None, epochs: int | None, reps: int, end_to_end: bool, seeds: str,
-         curves: tuple[Path, ...]) -> None:
+         precision: str, curves: tuple[Path, ...]) -> None:
     torch.set_flush_denormal(True)  # as the CLI does
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
@@ -165,7 +168,7 @@ def main(task_dir: Path | None, epochs: int | None, reps: int, end_to_end: bool,
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         task_dir = task_dir or eval_tasks.build("gm-program", tmp / "tasks")
-        cfg = TuneConfig(task_dir=str(task_dir))
+        cfg = TuneConfig(task_dir=str(task_dir), precision=precision)
         if end_to_end:
             compare_runs(cfg, epochs or DEFAULTS.epochs, [int(s) for s in seeds.split(",")], tmp)
         else:

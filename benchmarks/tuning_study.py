@@ -57,7 +57,7 @@ def study_task(name: str, out: Path, keep: Path, size: str, epochs: int, trials:
         # every epoch scored, as when the study began (before --select-every): one pruner
         # schedule and one selection for every chunk
         base = TuneConfig(task_dir=str(task_dir), fold=fold, method=method, epochs=epochs,
-                          select_every=1, precision="fp32")
+                          select_every=1)
         search_out = out / "search" / name / method
         run_search(Search(base, {}, search_out, trials), device, DEFAULT_WORKERS,
                    say=lambda line, m=method: click.echo(f"[{name} / {m}] {line}"))

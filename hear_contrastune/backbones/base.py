@@ -27,9 +27,6 @@ class Backbone(nn.Module, ABC):
     #: parameters not from the pretrained weights (e.g. a learned layer weighting): tuning may
     #: give them the head's learning rate rather than the backbone's
     new_parameter_names: tuple[str, ...] = ()
-    #: bf16 autocast measured at least 1.3x fp32's forward + backward on the CPU, with the same
-    #: kept valid kNN (benchmarks/bench_tune.py): `--precision auto` uses it there
-    cpu_bf16: bool = False
 
     @abstractmethod
     def frames(self, audio: Tensor) -> tuple[Tensor, Tensor]:

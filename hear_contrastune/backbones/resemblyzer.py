@@ -45,7 +45,6 @@ class ResemblyzerBackbone(Backbone):
 
     spec = "resemblyzer"
     embedding_size = 256
-    cpu_bf16 = True  # its LSTM: 1.80x fp32 on AVX-512 BF16 (bench_tune)
 
     def __init__(self) -> None:
         super().__init__()

@@ -152,10 +152,9 @@ def build_run(cfg: TuneConfig, out: Path, device: str | None, workers: int,
     model, loss and optimiser; None if the run is already done."""
     check_options(cfg)
     ranks, device = distributed.init(device)
+    amp = autocast_dtype(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.backbone)
-    cfg = replace(cfg, precision=resolve_precision(cfg.precision, device, backbone))
-    amp = autocast_dtype(cfg.precision, device)
     task = load_task(cfg.task_dir, backbone.sample_rate)  # at the rate the backbone takes
     clips = training_clips(cfg, task)
     cfg = clips.cfg
@@ -335,26 +334,18 @@ def open_run(out: Path, cfg: TuneConfig, task_key: str) -> None:
         write_json(config_file, wanted)
 
 
-def resolve_precision(precision: str, device: str, backbone: Backbone) -> str:
-    """--precision with "auto" made concrete: bf16 on the CPU for a backbone whose bf16 autocast
-    was measured to pay there (`Backbone.cpu_bf16`), fp32 otherwise. On CUDA "auto" stays fp32:
-    no GPU was measured here."""
-    if precision != "auto":
-        return precision
-    return "bf16" if device.split(":")[0] == "cpu" and backbone.cpu_bf16 else "fp32"
-
-
 def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
-    """The autocast dtype of a concrete --precision. bf16 runs on the CPU too (AVX-512 BF16; for
-    which backbones it pays, see resolve_precision); fp16 autocast is CUDA-only here.
+    """The autocast dtype of --precision. bf16 runs on the CPU too (AVX-512 BF16); fp16 autocast
+    is CUDA-only here.
 
     Measured on the 2-core CPU, nothing else running (benchmarks/bench_tune.py,
     benchmarks/results/bench_tune.txt), bf16 against fp32 forward + backward: Resemblyzer's LSTM
-    1.80x; CREPE tiny's convolutions 1.18x, tiny wav2vec2 0.95x and AST 0.69x, under the 1.3x
-    that would pay for checking their valid kNN."""
+    1.80x; CREPE tiny's convolutions 1.18x, tiny wav2vec2 0.95x and AST 0.69x. Not the default
+    even where it pays: 30-epoch gm-program runs in bf16 kept a lower valid kNN on both seeds
+    than fp32's (TuneConfig.precision)."""
     if precision == "fp32":
         return None
-    if precision not in PRECISIONS or precision == "auto":
+    if precision not in PRECISIONS:
         raise UserError(f"--precision {precision!r}: choose from {', '.join(PRECISIONS)}")
     if precision == "fp16" and not device.startswith("cuda"):
         raise UserError(f"--precision fp16 needs a CUDA device (this run is on {device}); "

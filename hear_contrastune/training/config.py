@@ -18,9 +18,8 @@ TUNED_METHODS = ("contrastive", "finetune", "lpft")  # what `tune` trains
 CLASSIFIER_METHODS = ("finetune", "lpft")
 CONTRASTIVE_LOSSES = ("supcon", "jaccard-supcon", "any-shared-supcon")
 LOSSES = ("auto", *CONTRASTIVE_LOSSES, "ce", "bce")
-# Autocast for the training forward pass. "auto": bf16 where it was measured to pay (a backbone
-# whose `cpu_bf16` says so, on the CPU), fp32 elsewhere; fp16 is CUDA-only.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Autocast of the training forward pass; fp16 is CUDA-only, bf16 runs on the CPU too.
+PRECISIONS = ("fp32", "bf16", "fp16")
 # How the epoch kept as best.pt is chosen from the valid kNN curve (training.selection.choose_epoch)
 SELECT_RULES = ("best", "last", "smoothed")
 # The head's learning rate is lr * this unless set. A new classifier on a pretrained encoder
@@ -101,10 +100,10 @@ class TuneConfig:
     # one, extends every anchor's negatives beyond its batch (training.losses); 0: off
     xbm_size: int = 0
     accumulate: int = 1  # batches per optimiser step (each batch keeps its own negatives)
-    # "auto" resolves when the run starts and config.json records what it ran: bf16 for
-    # Resemblyzer on the CPU (1.80x fp32 forward + backward, the same kept valid kNN: README,
-    # "How close a run comes to the machine's limit"), fp32 for every other backbone and on CUDA
-    precision: str = "auto"
+    # fp32: bf16 autocast on the CPU ran Resemblyzer's forward + backward 1.80x faster but kept
+    # a lower valid kNN on both seeds of gm-program (0.709 and 0.726 against fp32's 0.728 and
+    # 0.733; benchmarks/results/bench_tune.txt); the other backbones gained under 1.3x
+    precision: str = "fp32"
     compile: bool = False  # torch.compile the backbone + head
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
