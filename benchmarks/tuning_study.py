@@ -4,10 +4,12 @@ task of the eval_tasks suite, with the same budget each, and the defaults it poi
 Each (task, method) gets `--trials` trials of the same search (hear_contrastune.search: seeded
 TPE, successive-halving pruning on each epoch's valid score, the same space and seed for every
 method). k-fold tasks are searched on one fold's roles (fold00: valid fold01, train the rest).
-No test split is read. A task is one chunk: its searches run one after another, then their
-small outputs (search.json, study.journal, trials.csv, best.json, search.png; never the trial
-folders, which hold checkpoints) are copied to KEEP/<task>/<method>/ for committing, and
-KEEP/summary.md is rewritten from every finished task:
+No test split is read. A task is one chunk: its searches run one after another. After every
+trial their small outputs (search.json, study.journal, trials.csv, best.json, search.png; never
+the trial folders, which hold checkpoints) are copied to KEEP/<task>/<method>/ for committing,
+and a search whose OUT folder is gone (a new machine, a fresh checkout) starts again from the
+journal kept there: its finished trials stand, a trial that was running trains again. After
+each task KEEP/summary.md is rewritten from every finished search:
 
 - per task and method: the best valid score, the trials (pruned), the epochs trained, the
   minutes, and the configuration;
@@ -20,25 +22,25 @@ KEEP/summary.md is rewritten from every finished task:
     python benchmarks/tuning_study.py --out /tmp/ts --keep /tmp/ts-keep --size small \\
         --epochs 2 --trials 3 --tasks gm-program                          # a minute or two
 
-Resumable: the searches live in OUT/search/<task>/<method>/ and resume where they stopped;
-a task whose KEEP folder is complete (best.json of every method, for this many trials) is
-skipped.
+Resumable: the searches live in OUT/search/<task>/<method>/ and resume where they stopped (or
+from KEEP's journal, above); a search whose KEEP folder is complete (best.json for this many
+trials) is skipped. Two processes running the same command share the searches' trials.
 """
 
 import json
 import logging
 import math
-import shutil
 import statistics
 from pathlib import Path
 
 import click
 
 import eval_tasks
-from hear_contrastune.atomic import write_text
+from hear_contrastune.atomic import write_bytes, write_text
 from hear_contrastune.data.loading import DEFAULT_WORKERS
 from hear_contrastune.data.task import load_task
-from hear_contrastune.search import Search, run_search
+from hear_contrastune.lock import exclusive
+from hear_contrastune.search import ASK_LOCK, JOURNAL_FILE, SEARCH_FILE, Search, run_search
 from hear_contrastune.training.config import DEFAULTS, TUNED_METHODS, TuneConfig
 from hear_contrastune.training.search_space import SPACE
 
@@ -58,14 +60,33 @@ def study_task(name: str, out: Path, keep: Path, size: str, epochs: int, trials:
         # schedule and one selection for every chunk
         base = TuneConfig(task_dir=str(task_dir), fold=fold, method=method, epochs=epochs,
                           select_every=1)
-        search_out = out / "search" / name / method
+        search_out, kept = out / "search" / name / method, keep / name / method
+        with exclusive(search_out, name=ASK_LOCK, wait=True):
+            start_from_kept(kept, search_out)
         run_search(Search(base, {}, search_out, trials), device, DEFAULT_WORKERS,
-                   say=lambda line, m=method: click.echo(f"[{name} / {m}] {line}"))
-        target = keep / name / method
-        target.mkdir(parents=True, exist_ok=True)
-        for file in KEPT_FILES:
-            if (search_out / file).is_file():
-                shutil.copyfile(search_out / file, target / file)
+                   say=lambda line, m=method: click.echo(f"[{name} / {m}] {line}"),
+                   written=lambda src=search_out, dst=kept: copy_kept(src, dst))
+
+
+def copy_kept(search_out: Path, kept: Path) -> None:
+    """Copy a search's small outputs to its KEEP folder, each atomically. The journal is cut at
+    its last whole line: a running trial may be appending an epoch's score."""
+    kept.mkdir(parents=True, exist_ok=True)
+    for file in KEPT_FILES:
+        if (search_out / file).is_file():
+            data = (search_out / file).read_bytes()
+            if file == JOURNAL_FILE:
+                data = data[:data.rfind(b"\n") + 1]
+            write_bytes(kept / file, data)
+
+
+def start_from_kept(kept: Path, search_out: Path) -> None:
+    """Begin a search that has no journal here from the one kept (committed) elsewhere."""
+    if (search_out / JOURNAL_FILE).exists() or not (kept / JOURNAL_FILE).is_file():
+        return
+    for file in (SEARCH_FILE, JOURNAL_FILE):
+        write_bytes(search_out / file, (kept / file).read_bytes())
+    click.echo(f"{search_out}: resumed from the journal kept in {kept}")
 
 
 def done(folder: Path, trials: int) -> bool:
@@ -74,10 +95,13 @@ def done(folder: Path, trials: int) -> bool:
     return best.is_file() and json.loads(best.read_text())["budget"]["trials"] >= trials
 
 
-def summary(keep: Path, methods: tuple[str, ...]) -> str:
+def summary(keep: Path, methods: tuple[str, ...], trials: int) -> str:
     """The study's table and the defaults it suggests, from every kept best.json."""
-    bests = {(p.parent.parent.name, p.parent.name): json.loads(p.read_text())
+    found = {(p.parent.parent.name, p.parent.name): json.loads(p.read_text())
              for p in sorted(keep.glob("*/*/best.json"))}
+    bests = {k: d for k, d in found.items() if done(keep / k[0] / k[1], trials)}
+    going = [f"{t} / {m} ({d['budget']['trials']} of {trials} trials)"
+             for (t, m), d in found.items() if (t, m) not in bests]
     lines = ["# Tuning study (valid splits only)", "",
              "| task | method | best valid | trials (pruned) | epochs trained | minutes | "
              "configuration |", "|---|---|---:|---:|---:|---:|---|"]
@@ -90,7 +114,10 @@ def summary(keep: Path, methods: tuple[str, ...]) -> str:
         lines.append(f"| {task} | {method} | {doc['valid_score']:.3f} | {b['trials']} "
                      f"({b['pruned']}) | {b['epochs_trained']} | {b['seconds'] / 60:.1f} | "
                      f"{params} |")
-    lines += ["", f"Trial time in all: {minutes / 60:.2f} h.", "",
+    lines += ["", f"Trial time in all: {minutes / 60:.2f} h."]
+    if going:
+        lines += ["", "Still searching (not in the table): " + ", ".join(going) + "."]
+    lines += ["",
               "## Suggested defaults (median over tasks of each task's best)", ""]
     for method in methods:
         docs = [d for (_, m), d in bests.items() if m == method]
@@ -128,7 +155,7 @@ def main(out: Path, keep: Path, tasks: str, methods: str, size: str, epochs: int
     chosen = tuple(m for m in methods.split(",") if m)
     for name in (t for t in tasks.split(",") if t):
         study_task(name, out, keep, size, epochs, trials, chosen, device)
-        write_text(keep / "summary.md", summary(keep, chosen))
+        write_text(keep / "summary.md", summary(keep, chosen, trials))
         click.echo(f"{name}: kept in {keep / name}")
     click.echo((keep / "summary.md").read_text())
 

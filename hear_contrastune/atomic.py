@@ -65,6 +65,12 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text)
 
 
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data`, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def read_json_or_none(path: str | os.PathLike[str]) -> Any:
     """A JSON file this tool wrote, or None when it is absent or unreadable (a cache miss)."""
     try:

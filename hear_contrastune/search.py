@@ -143,8 +143,12 @@ def proposal_sampler(seed: int, asked: int, trials: int) -> optuna.samplers.TPES
 
 
 def run_search(search: Search, device: str | None, workers: int,
-               say: Callable[[str], None] = lambda _: None) -> dict:
-    """Join (or start) the study and run trials until `trials` have finished; the best."""
+               say: Callable[[str], None] = lambda _: None,
+               written: Callable[[], None] = lambda: None) -> dict:
+    """Join (or start) the study and run trials until `trials` have finished; the best.
+    `written` is called after the outputs are rewritten (after every trial), for a caller that
+    copies them away as they grow; it holds the ask lock, so no trial is asked or told
+    meanwhile (running trials may still append their epoch scores to the journal)."""
     cfg = search.base
     task = load_task(cfg.task_dir)
     check_output_dir(search.out, "--out", [task.path])
@@ -172,9 +176,12 @@ def run_search(search: Search, device: str | None, workers: int,
             run_trial(search, study, trial, folder, targets, device, workers, say)
         with exclusive(search.out, name=ASK_LOCK, wait=True):
             write_outputs(search, study)
+            written()
     bar.close()
     with exclusive(search.out, name=ASK_LOCK, wait=True):
-        return write_outputs(search, study)
+        best = write_outputs(search, study)
+        written()
+        return best
 
 
 def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, folder: Path, targets,
@@ -182,6 +189,7 @@ def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, folder: 
     """Train one trial's run, reporting each epoch's valid score to the pruner; tell the study
     how it ended. A retried trial reports the epochs its folder already holds first."""
     cfg = trial_config(search, trial, targets)
+    trial.set_user_attr("config", tuning_options(json.loads(json.dumps(asdict(cfg)))))
     say(f"trial {trial.number} ({folder.name}): "
         + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                     for k, v in trial.params.items()))
@@ -259,10 +267,8 @@ def write_outputs(search: Search, study: optuna.Study) -> dict:
     if not complete:
         return {}
     best = max(complete, key=lambda t: (t.value, -t.number))
-    run_cfg = json.loads((search.out / TRIALS_DIR / best.user_attrs["folder"]
-                          / "config.json").read_text())
-    tuning = {f.name: run_cfg[f.name] for f in fields(TuneConfig)
-              if f.name not in ("task_dir", "fold", "seed", "method", "shots")}
+    tuning = best.user_attrs.get("config") or tuning_options(json.loads(  # journals before it
+        (search.out / TRIALS_DIR / best.user_attrs["folder"] / "config.json").read_text()))
     doc = {"method": search.base.method, "trial": best.number, "valid_score": best.value,
            "params": best.params, "config": tuning,
            "budget": {"trials": len([t for t in trials if t.state in FINISHED]),
@@ -275,6 +281,14 @@ def write_outputs(search: Search, study: optuna.Study) -> dict:
     write_json(search.out / "best.json", doc)
     plot_search(search, study, search.out / "search.png")
     return doc
+
+
+def tuning_options(run_cfg: dict) -> dict:
+    """A run's tuning options: what best.json hands to `tune --config` (not which task, fold,
+    seed, method or shots it ran). Kept in the journal too, so best.json can be written where
+    the trial folders are gone (a search resumed on another machine from its journal)."""
+    return {f.name: run_cfg[f.name] for f in fields(TuneConfig)
+            if f.name not in ("task_dir", "fold", "seed", "method", "shots")}
 
 
 def plot_search(search: Search, study: optuna.Study, path: Path) -> None:

@@ -149,3 +149,35 @@ def test_a_search_begun_before_an_option_existed_is_joined_as_what_it_ran(tmp_pa
     study_for(search, "key")  # joined
     with pytest.raises(UserError, match="differs in base"):
         study_for(replace(search, base=replace(base, select_every=2)), "key")
+
+
+def test_the_tuning_study_resumes_on_a_new_machine_from_its_kept_journal(tmp_path):
+    """The study copies each search's journal to KEEP after every trial; a machine that starts
+    from KEEP alone (no OUT: no trial folders, the task rebuilt with new mtimes) keeps the
+    finished trials and trains the one that was running again (asked anew, it gets the same
+    parameters: a proposal is a function of the seed and the trials asked before it)."""
+    out, keep = tmp_path / "out", tmp_path / "keep"
+    cmd = [sys.executable, "benchmarks/tuning_study.py", "--out", str(out), "--keep", str(keep),
+           "--size", "small", "--epochs", "2", "--trials", "2", "--tasks", "gm-program",
+           "--methods", "contrastive"]
+    search = out / "search" / "gm-program" / "contrastive"
+    assert kill_once_written(cmd, ROOT, search / "trials" / "0001" / "state.pt"), \
+        "the second trial finished before it could be killed"
+    kept = keep / "gm-program" / "contrastive"
+    first = trials(kept)
+    assert [r["state"] for r in first] == ["complete"]  # copied after trial 0, before trial 1
+    killed = json.loads((search / "trials" / "0001" / "config.json").read_text())
+    shutil.rmtree(out)
+    finish(subprocess.Popen(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE))
+    rows = trials(kept)
+    assert rows[0] == first[0]  # the finished trial stands, not trained again
+    assert not (search / "trials" / "0000").exists()
+    assert len(rows) == 2 and rows[1]["folder"] == "0001"
+    again = json.loads((search / "trials" / "0001" / "config.json").read_text())
+    assert {k: again[k] for k in ("lr", "temperature", "batch_size")} == \
+        {k: killed[k] for k in ("lr", "temperature", "batch_size")}
+    assert again["task_key"] == killed["task_key"]  # the rebuilt task: the same bytes
+    assert rows[1]["state"] in ("complete", "pruned")
+    assert json.loads((kept / "best.json").read_text())["budget"]["trials"] == 2
+    assert "| gm-program | contrastive |" in (keep / "summary.md").read_text()

@@ -32,7 +32,7 @@ import torch
 from hear_contrastune.comparison.options import CompareConfig, options_doc
 from hear_contrastune.comparison.report import write_report
 from hear_contrastune.comparison.results import Record, ResultsFile, read_results, write_results
-from hear_contrastune.comparison.reuse import Progress, Unit, read_progress, task_key
+from hear_contrastune.comparison.reuse import Progress, Unit, read_progress
 from hear_contrastune.comparison.run_layout import (
     EMBEDDINGS_DIR,
     FOLDS_DIR,
@@ -149,7 +149,7 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
         progress = read_progress(run, before, options, say)
         steps = plan(cfg, tasks)
         by_name = {s.task.name: s.task for s in steps}
-        keys = {name: task_key(task) for name, task in by_name.items()}
+        keys = {name: task.content_key() for name, task in by_name.items()}
         records = run_all(cfg, run, steps, progress, keys, device, workers, say,
                           save=lambda recs: write_results(
                               run / RESULTS_FILE, ResultsFile(recs, options, keys, False)))

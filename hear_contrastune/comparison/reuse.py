@@ -7,16 +7,13 @@ them; what is kept (committed) is results.json, the predictions and the report. 
 fold) instead of tuning it again. Its records are reused only when
 - results.json's options agree with this run's on every option that changes results
   (comparison.options; which tasks, methods, seeds, folds, shots or probes ran may differ);
-- the task's content key is the one results.json recorded for it: a hash of the metadata,
-  vocabulary, split lists and the audio files' bytes (not sizes and mtimes, as a tuning run's
-  key: a task rebuilt on another machine has new mtimes but, built by the same code, the same
-  bytes);
+- the task's content key (`Task.content_key`: metadata, vocabulary, split lists and the
+  audio files' bytes, so a task rebuilt on another machine keeps it) is the one results.json
+  recorded for it;
 - every probe asked for has its record there, and each record's predictions file reads back.
 Otherwise the unit runs, each of its stages reusing what complete outputs it finds on disk.
 """
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,30 +22,10 @@ from typing import Any
 from hear_contrastune.comparison.options import first_difference
 from hear_contrastune.comparison.results import Record, ResultsFile
 from hear_contrastune.comparison.run_layout import HEAD, RESULTS_FILE, score_key
-from hear_contrastune.data.task import Task
 from hear_contrastune.errors import UserError
 from hear_contrastune.probes.predictions import read_predictions
 
 Unit = tuple[str, int, str, int, str]  # (task, shots, method, seed, fold): one tuned model
-
-
-def task_key(task: Task) -> str:
-    """sha256 of what a task's results depend on: metadata, vocabulary, every split's labels,
-    and the bytes of each listed clip in every sample-rate folder the task has."""
-    digest = hashlib.sha256(json.dumps(
-        {"metadata": task.metadata, "vocabulary": task.vocabulary, "labels": task.split_labels},
-        sort_keys=True).encode())
-    rates = sorted(p for p in task.path.iterdir() if p.is_dir() and p.name.isdigit())
-    for rate in rates:
-        for split in task.splits:
-            for filename, _ in task.examples(split):
-                path = rate / split / filename
-                digest.update(f"\0{rate.name}/{split}/{filename}\0".encode())
-                if path.is_file():
-                    with open(path, "rb") as f:
-                        while block := f.read(2**20):
-                            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
 
 
 @dataclass(frozen=True)

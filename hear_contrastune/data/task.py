@@ -48,19 +48,27 @@ class Task(HearFolder):
         return [(f, list(labels)) for f, labels in sorted(self.split_labels[split].items())]
 
     def content_key(self) -> str:
-        """A hash of what the task's results depend on: metadata, vocabulary, every split's
-        labels, and each clip's size and modification time (hashing the audio itself would
-        read the whole task). A cache or a resume is reused only for the same key."""
-        files = []
-        for split in self.splits:
-            for filename, _ in self.examples(split):
-                path = self.wav_path(split, filename)
-                stat = path.stat() if path.is_file() else None
-                files.append([split, filename, stat.st_size if stat else -1,
-                              stat.st_mtime_ns if stat else -1])
-        doc = {"metadata": self.metadata, "vocabulary": self.vocabulary,
-               "labels": self.split_labels, "audio_rate": self.audio_rate, "files": files}
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        """sha256 of what the task's results depend on: metadata, vocabulary, every split's
+        labels, and the bytes of each listed clip in every sample-rate folder the task has.
+
+        The bytes, not sizes and mtimes: a task rebuilt on another machine (eval_tasks renders
+        the same bytes) or copied keeps its key, so a tuning run, a search or a comparison
+        resumes there from its committed outputs; one whose audio changed is refused. Reading
+        the clips costs about a second per 500 MB, once per run."""
+        digest = hashlib.sha256(json.dumps(
+            {"metadata": self.metadata, "vocabulary": self.vocabulary,
+             "labels": self.split_labels}, sort_keys=True).encode())
+        rates = sorted(p for p in self.path.iterdir() if p.is_dir() and p.name.isdigit())
+        for rate in rates:
+            for split in self.splits:
+                for filename, _ in self.examples(split):
+                    path = rate / split / filename
+                    digest.update(f"\0{rate.name}/{split}/{filename}\0".encode())
+                    if path.is_file():
+                        with open(path, "rb") as f:
+                            while block := f.read(2**20):
+                                digest.update(block)
+        return f"sha256:{digest.hexdigest()}"
 
     def wav_path(self, split: str, filename: str) -> Path:
         return self.path / str(self.audio_rate) / split / filename
