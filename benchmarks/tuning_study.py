@@ -103,18 +103,22 @@ def summary(keep: Path, methods: tuple[str, ...], trials: int) -> str:
     going = [f"{t} / {m} ({d['budget']['trials']} of {trials} trials)"
              for (t, m), d in found.items() if (t, m) not in bests]
     lines = ["# Tuning study (valid splits only)", "",
-             "| task | method | best valid | trials (pruned) | epochs trained | minutes | "
-             "configuration |", "|---|---|---:|---:|---:|---:|---|"]
-    minutes = 0.0
+             "| task | method | best valid | trials (pruned) | epochs trained | wall minutes | "
+             "compute minutes | configuration |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    minutes = compute = 0.0
     for (task, method), doc in bests.items():
         b = doc["budget"]
         minutes += b["seconds"] / 60
+        compute += b.get("compute_seconds", 0) / 60
         params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                            for k, v in doc["params"].items())
+        trained = f"{b['compute_seconds'] / 60:.1f}" if b.get("compute_seconds") else "n/a"
         lines.append(f"| {task} | {method} | {doc['valid_score']:.3f} | {b['trials']} "
                      f"({b['pruned']}) | {b['epochs_trained']} | {b['seconds'] / 60:.1f} | "
-                     f"{params} |")
-    lines += ["", f"Trial time in all: {minutes / 60:.2f} h."]
+                     f"{trained} | {params} |")
+    lines += ["", f"Trial time in all: {minutes / 60:.2f} h of wall time (ask to tell: a paused "
+              "machine and killed trials count); compute (the trials' logged epoch and "
+              f"selection seconds; n/a for trials told before 2026-12-07): {compute / 60:.2f} h."]
     if going:
         lines += ["", "Still searching (not in the table): " + ", ".join(going) + "."]
     lines += ["",

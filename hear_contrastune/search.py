@@ -204,6 +204,7 @@ def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, folder: 
             on_epoch(epoch, score)
         tune(cfg, folder, device, workers, on_epoch)
     except optuna.TrialPruned:
+        trial.set_user_attr("compute_seconds", compute_seconds(folder))
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         say(f"trial {trial.number}: pruned")
         return
@@ -211,19 +212,32 @@ def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, folder: 
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         raise
     value = json.loads((folder / "done.json").read_text())["select_score"]
+    trial.set_user_attr("compute_seconds", compute_seconds(folder))
     study.tell(trial, value)
     say(f"trial {trial.number}: valid {value:.4f}")
 
 
+def logged_epochs(folder: Path) -> list[dict[str, str]]:
+    """The rows of a trial folder's epochs.csv (none if it has none)."""
+    path = folder / "epochs.csv"
+    return list(csv.DictReader(io.StringIO(path.read_text()))) if path.is_file() else []
+
+
 def logged_scores(folder: Path) -> list[tuple[int, float]]:
     """(epoch, valid score) of the epochs a trial's folder already finished and scored (epoch 0
-    is the untuned encoder, not a rung; --select-every leaves some epochs unscored)."""
-    path = folder / "epochs.csv"
-    if not (folder / "state.pt").exists() or not path.is_file():
+    is the untuned encoder, not a rung; --select-every leaves some epochs unscored), if the run
+    has a resume point."""
+    if not (folder / "state.pt").exists():
         return []
-    rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    return [(int(r["epoch"]), float(r["valid_knn"])) for r in rows
+    return [(int(r["epoch"]), float(r["valid_knn"])) for r in logged_epochs(folder)
             if int(r["epoch"]) > 0 and r["valid_knn"]]
+
+
+def compute_seconds(folder: Path) -> float:
+    """The seconds a trial's epochs trained and scored, from its log: its cost, where the
+    trial's wall time (ask to tell) also counts a paused machine or a killed, resumed process."""
+    return round(sum(float(r["seconds"] or 0) + float(r["select_seconds"] or 0)
+                     for r in logged_epochs(folder)), 1)
 
 
 def retry_orphans(search: Search, study: optuna.Study) -> None:
@@ -255,10 +269,12 @@ def write_outputs(search: Search, study: optuna.Study) -> dict:
                      "last_epoch": steps[-1] if steps else 0,
                      "last_score": f"{t.intermediate_values[steps[-1]]:.6f}" if steps else "",
                      "seconds": f"{t.duration.total_seconds():.1f}" if t.duration else "",
+                     "compute_seconds": t.user_attrs.get("compute_seconds", ""),
                      **{n: t.params.get(n, "") for n in names}})
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=["trial", "folder", "state", "value", "last_epoch",
-                                              "last_score", "seconds", *names])
+                                              "last_score", "seconds", "compute_seconds",
+                                              *names])
     writer.writeheader()
     writer.writerows(rows)
     with atomic_path(search.out / "trials.csv") as tmp:
@@ -277,7 +293,9 @@ def write_outputs(search: Search, study: optuna.Study) -> dict:
                       "epochs_trained": sum(max(t.intermediate_values, default=0)
                                             for t in trials),
                       "seconds": round(sum(t.duration.total_seconds() for t in trials
-                                           if t.duration), 1)}}
+                                           if t.duration), 1),
+                      "compute_seconds": round(sum(t.user_attrs.get("compute_seconds", 0)
+                                                   for t in trials), 1)}}
     write_json(search.out / "best.json", doc)
     plot_search(search, study, search.out / "search.png")
     return doc

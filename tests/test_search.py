@@ -70,6 +70,10 @@ def test_search_prunes_and_its_best_config_tunes(task, tmp_path):
     complete = [r for r in rows if r["state"] == "complete"]
     assert best["valid_score"] == max(float(r["value"]) for r in complete)
     assert best["budget"]["trials"] == 4 and (search / "search.png").stat().st_size > 10_000
+    # a trial's cost is its logged epochs' seconds: below its wall time, above nothing
+    assert all(0 < float(r["compute_seconds"]) <= float(r["seconds"]) for r in rows), rows
+    assert best["budget"]["compute_seconds"] == pytest.approx(
+        sum(float(r["compute_seconds"]) for r in rows), abs=0.2)
     # a pruned trial stopped at its rung: fewer epochs than the budget
     pruned = next(r for r in rows if r["state"] == "pruned")
     assert int(pruned["last_epoch"]) < 2
