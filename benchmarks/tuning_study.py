@@ -106,10 +106,12 @@ def summary(keep: Path, methods: tuple[str, ...], trials: int) -> str:
              "| task | method | best valid | trials (pruned) | epochs trained | wall minutes | "
              "compute minutes | configuration |", "|---|---|---:|---:|---:|---:|---:|---|"]
     minutes = compute = 0.0
+    recorded = 0  # searches whose trials recorded their compute seconds
     for (task, method), doc in bests.items():
         b = doc["budget"]
         minutes += b["seconds"] / 60
         compute += b.get("compute_seconds", 0) / 60
+        recorded += bool(b.get("compute_seconds"))
         params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                            for k, v in doc["params"].items())
         trained = f"{b['compute_seconds'] / 60:.1f}" if b.get("compute_seconds") else "n/a"
@@ -117,8 +119,9 @@ def summary(keep: Path, methods: tuple[str, ...], trials: int) -> str:
                      f"({b['pruned']}) | {b['epochs_trained']} | {b['seconds'] / 60:.1f} | "
                      f"{trained} | {params} |")
     lines += ["", f"Trial time in all: {minutes / 60:.2f} h of wall time (ask to tell: a paused "
-              "machine and killed trials count); compute (the trials' logged epoch and "
-              f"selection seconds; n/a for trials told before 2026-12-07): {compute / 60:.2f} h."]
+              "machine and killed trials count); compute, the trials' logged epoch and "
+              f"selection seconds (recorded since 2026-12-07): {compute / 60:.2f} h over the "
+              f"{recorded} of {len(bests)} searches that record it."]
     if going:
         lines += ["", "Still searching (not in the table): " + ", ".join(going) + "."]
     lines += ["",
