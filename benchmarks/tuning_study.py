@@ -27,6 +27,7 @@ from KEEP's journal, above); a search whose KEEP folder is complete (best.json f
 trials) is skipped. Two processes running the same command share the searches' trials.
 """
 
+import csv
 import json
 import logging
 import math
@@ -100,8 +101,9 @@ def summary(keep: Path, methods: tuple[str, ...], trials: int) -> str:
     found = {(p.parent.parent.name, p.parent.name): json.loads(p.read_text())
              for p in sorted(keep.glob("*/*/best.json"))}
     bests = {k: d for k, d in found.items() if done(keep / k[0] / k[1], trials)}
-    going = [f"{t} / {m} ({d['budget']['trials']} of {trials} trials)"
-             for (t, m), d in found.items() if (t, m) not in bests]
+    going = [f"{p.parent.parent.name} / {p.parent.name} ({finished(p)} of {trials} trials)"
+             for p in sorted(keep.glob("*/*/trials.csv"))
+             if (p.parent.parent.name, p.parent.name) not in bests]
     lines = ["# Tuning study (valid splits only)", "",
              "| task | method | best valid | trials (pruned) | epochs trained | wall minutes | "
              "compute minutes | configuration |", "|---|---|---:|---:|---:|---:|---:|---|"]
@@ -134,6 +136,12 @@ def summary(keep: Path, methods: tuple[str, ...], trials: int) -> str:
             f"{p.name} {median(p, [d['params'][p.name] for d in docs if p.name in d['params']])}"
             for p in SPACE if any(p.name in d["params"] for d in docs)))
     return "\n".join(lines) + "\n"
+
+
+def finished(trials_csv: Path) -> int:
+    """How many trials of a kept trials.csv finished (complete or pruned)."""
+    with trials_csv.open() as f:
+        return sum(row["state"] in ("complete", "pruned") for row in csv.DictReader(f))
 
 
 def median(param, values: list) -> str:
