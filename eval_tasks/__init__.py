@@ -24,6 +24,7 @@ from eval_tasks import (
 )
 from eval_tasks.layout import TaskPlan, is_complete, write_task
 from hear_contrastune.errors import UserError
+from hear_contrastune.lock import exclusive
 
 DEFAULT_SIZE = "full"
 
@@ -67,9 +68,14 @@ def is_built(name: str, out_dir: Path, size: str = DEFAULT_SIZE, seed: int = 0) 
 
 def build(name: str, out_dir: Path, size: str = DEFAULT_SIZE, seed: int = 0) -> Path:
     """Build task `name` at out_dir/<name> and return that path. A complete build of the same
-    size and seed is kept; anything else there (partial, other size or seed) is replaced."""
+    size and seed is kept; anything else there (partial, other size or seed) is replaced.
+
+    Builders of one task wait for each other (a lock beside it): a second process (two tuning
+    study processes starting together) finds the first one's build complete and keeps it,
+    instead of replacing the folder the first is already reading."""
     plan = plan_task(name, size, seed)
     task_dir = Path(out_dir) / name
-    if not is_complete(task_dir, plan):
-        write_task(task_dir, plan)
+    with exclusive(Path(out_dir), "--out", name=f".{name}.build.lock", wait=True):
+        if not is_complete(task_dir, plan):
+            write_task(task_dir, plan)
     return task_dir

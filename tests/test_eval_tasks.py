@@ -7,6 +7,8 @@ skip and the other tasks are still built and checked."""
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from eval_tasks.soundfont import Note, Phrase, Renderer
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 
+ROOT = Path(__file__).resolve().parents[1]
 HEAREVAL_KEYS = {
     "task_name", "version", "embedding_type", "prediction_type", "split_mode",
     "sample_duration", "evaluation", "download_urls", "default_mode", "sample_rate", "splits",
@@ -158,6 +161,19 @@ def test_complete_build_is_skipped_and_incomplete_one_rebuilt(small: dict[str, P
     eval_tasks.build("gm-program", out, size="small")
     assert wav.read_bytes() == content
     assert not eval_tasks.is_built("gm-program", out, "small", seed=7)  # another seed: rebuild
+
+
+def test_two_processes_building_one_task_render_it_once(tmp_path: Path) -> None:
+    """Two tuning-study processes start together: the second waits for the first's build and
+    keeps it, rather than replacing the folder the first is already reading."""
+    code = ("import sys, eval_tasks; "
+            "eval_tasks.build('gm-program', sys.argv[1], size='small')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    logs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert sum("render gm-program" in err for _, err in logs) == 1, logs
+    assert eval_tasks.is_built("gm-program", tmp_path, "small")
 
 
 def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
