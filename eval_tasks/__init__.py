@@ -8,6 +8,7 @@ byte-identical files (on the same tinysoundfont / espeak-ng build: neither promi
 output across versions or platforms).
 """
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,15 @@ def build(name: str, out_dir: Path, size: str = DEFAULT_SIZE, seed: int = 0) -> 
     study processes starting together) finds the first one's build complete and keeps it,
     instead of replacing the folder the first is already reading."""
     plan = plan_task(name, size, seed)
-    task_dir = Path(out_dir) / name
-    with exclusive(Path(out_dir), "--out", name=f".{name}.build.lock", wait=True):
-        if not is_complete(task_dir, plan):
-            write_task(task_dir, plan)
+    out_dir = Path(out_dir)
+    task_dir, lock = out_dir / name, f".{name}.build.lock"
+    created = not out_dir.exists()
+    with exclusive(out_dir, "--out", name=lock, wait=True):
+        try:
+            if not is_complete(task_dir, plan):
+                write_task(task_dir, plan)
+        except BaseException:  # a failed build leaves nothing, not even the folder it made
+            if created and [p.name for p in out_dir.iterdir()] == [lock]:
+                shutil.rmtree(out_dir)
+            raise
     return task_dir
