@@ -290,8 +290,9 @@ def write_outputs(search: Search, study: optuna.Study) -> dict:
            "budget": {"trials": len([t for t in trials if t.state in FINISHED]),
                       "complete": len(complete),
                       "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+                      # a retried trial replays its folder's epochs: count finished ones only
                       "epochs_trained": sum(max(t.intermediate_values, default=0)
-                                            for t in trials),
+                                            for t in trials if t.state in FINISHED),
                       "seconds": round(sum(t.duration.total_seconds() for t in trials
                                            if t.duration), 1),
                       "compute_seconds": round(sum(t.user_attrs.get("compute_seconds", 0)

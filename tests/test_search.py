@@ -126,14 +126,15 @@ def test_compare_search_trains_every_seed_with_what_the_search_found(full_task, 
 def test_a_killed_search_resumes_its_trial_where_it_stopped(task, tmp_path):
     search = tmp_path / "search"
     args = ("search", "--task-dir", str(task), "--out", str(search), "--trials", "2",
-            "--epochs", "3", "--device", "cpu")
+            "--epochs", "3", "--select-every", "1", "--device", "cpu")
     epochs = search / "trials" / "0000" / "epochs.csv"
-    assert kill_once_written([sys.executable, "-m", "cli", *args], ROOT,
-                             search / "trials" / "0000" / "state.pt"), \
-        "the first trial finished before it could be killed"
+    # killed while epoch 2 is scored: epoch 1 was saved and reported to the study before it
+    assert kill_once_written([sys.executable, "-m", "cli", *args], ROOT, epochs,
+                             holding="\n2,"), "the first trial finished before it could be killed"
     finish(contrastune(*args))
     rows = trials(search)
     assert [r["state"] for r in rows][0] == "fail"  # the killed process's trial
+    assert int(rows[0]["last_epoch"]) >= 1  # it had reported epoch 1
     retried = [r for r in rows[1:] if r["folder"] == "0000"]
     assert len(retried) == 1 and retried[0]["state"] in ("complete", "pruned")
     assert {k: v for k, v in retried[0].items() if k in ("backbone_lr", "temperature")} == \
@@ -141,6 +142,10 @@ def test_a_killed_search_resumes_its_trial_where_it_stopped(task, tmp_path):
     logged = [line.split(",")[0] for line in epochs.read_text().splitlines()[1:]]
     assert logged == sorted(set(logged), key=int)  # resumed, not retrained: no epoch twice
     assert sum(r["state"] in ("complete", "pruned") for r in rows) == 2
+    # the retry replays the killed attempt's epochs: they count once, in the finished trials
+    best = json.loads((search / "best.json").read_text())
+    assert best["budget"]["epochs_trained"] == sum(
+        int(r["last_epoch"]) for r in rows if r["state"] in ("complete", "pruned"))
 
 
 def test_a_search_begun_before_an_option_existed_is_joined_as_what_it_ran(tmp_path):
