@@ -41,7 +41,14 @@ from hear_contrastune.atomic import write_bytes, write_text
 from hear_contrastune.data.loading import DEFAULT_WORKERS
 from hear_contrastune.data.task import load_task
 from hear_contrastune.lock import exclusive
-from hear_contrastune.search import ASK_LOCK, JOURNAL_FILE, SEARCH_FILE, Search, run_search
+from hear_contrastune.search import (
+    ASK_LOCK,
+    FINISHED,
+    JOURNAL_FILE,
+    SEARCH_FILE,
+    Search,
+    run_search,
+)
 from hear_contrastune.training.config import DEFAULTS, TUNED_METHODS, TuneConfig
 from hear_contrastune.training.search_space import SPACE
 
@@ -98,14 +105,19 @@ def start_from_kept(kept: Path, search_out: Path) -> None:
 def done(folder: Path, trials: int) -> bool:
     """Whether a (task, method) search is kept, with this many trials."""
     best = folder / "best.json"
-    return best.is_file() and json.loads(best.read_text())["budget"]["trials"] >= trials
+    return best.is_file() and complete(json.loads(best.read_text()), trials)
+
+
+def complete(best: dict, trials: int) -> bool:
+    """Whether a kept best.json is of a finished search: this many trials told."""
+    return best["budget"]["trials"] >= trials
 
 
 def summary(keep: Path, methods: tuple[str, ...], trials: int) -> str:
     """The study's table and the defaults it suggests, from every kept best.json."""
     found = {(p.parent.parent.name, p.parent.name): json.loads(p.read_text())
              for p in sorted(keep.glob("*/*/best.json"))}
-    bests = {k: d for k, d in found.items() if done(keep / k[0] / k[1], trials)}
+    bests = {k: d for k, d in found.items() if complete(d, trials)}
     going = [f"{p.parent.parent.name} / {p.parent.name} ({finished(p)} of {trials} trials)"
              for p in sorted(keep.glob("*/*/trials.csv"))
              if (p.parent.parent.name, p.parent.name) not in bests]
@@ -146,7 +158,8 @@ def summary(keep: Path, methods: tuple[str, ...], trials: int) -> str:
 def finished(trials_csv: Path) -> int:
     """How many trials of a kept trials.csv finished (complete or pruned)."""
     with trials_csv.open() as f:
-        return sum(row["state"] in ("complete", "pruned") for row in csv.DictReader(f))
+        states = {state.name.lower() for state in FINISHED}  # as trials.csv writes them
+        return sum(row["state"] in states for row in csv.DictReader(f))
 
 
 def median(param, values: list) -> str:
