@@ -173,8 +173,8 @@ def search(ctx: click.Context, method: str, trials: int, out: Path, workers: int
     """Search tuning hyperparameters on valid (Optuna: seeded TPE, successive-halving pruning
     on each epoch's valid score). Options given here are fixed; the rest of the space is
     searched. Run the same command in more processes to share the work; rerun it after a kill
-    to resume. OUT gets trials/NNNN/ (run folders), trials.csv, best.json (for `tune --config`)
-    and search.png."""
+    to resume. OUT gets trials/NNNN/ (run folders), trials.csv, curves.csv (every trial's valid
+    score per epoch), best.json (for `tune --config`) and search.png."""
     from hear_contrastune.search import Search, run_search
 
     fixed = {k: v for k, v in options.items()

@@ -5,11 +5,12 @@ Each (task, method) gets `--trials` trials of the same search (hear_contrastune.
 TPE, successive-halving pruning on each epoch's valid score, the same space and seed for every
 method). k-fold tasks are searched on one fold's roles (fold00: valid fold01, train the rest).
 No test split is read. A task is one chunk: its searches run one after another. After every
-trial their small outputs (search.json, study.journal, trials.csv, best.json, search.png; never
-the trial folders, which hold checkpoints) are copied to KEEP/<task>/<method>/ for committing,
-and a search whose OUT folder is gone (a new machine, a fresh checkout) starts again from the
-journal kept there: its finished trials stand, a trial that was running trains again. After
-each task KEEP/summary.md is rewritten from every finished search:
+trial their small outputs (search.json, study.journal, trials.csv, curves.csv, best.json,
+search.png; never the trial folders, which hold checkpoints) are copied to
+KEEP/<task>/<method>/ for committing, and a search whose OUT folder is gone (a new machine, a
+fresh checkout) starts again from the journal kept there: its finished trials stand, a trial
+that was running trains again. After each task KEEP/summary.md is rewritten from every
+finished search:
 
 - per task and method: the best valid score, the trials (pruned), the epochs trained, the
   minutes, and the configuration;
@@ -57,7 +58,8 @@ from hear_contrastune.training.search_space import SPACE
 # biggest last.
 ORDER = ("gm-program", "gm-family-mix", "gm-tags-varlen", "gm-family-5fold", "gm-phrase-5fold",
          "gm-pitch", "espeak-word")
-KEPT_FILES = ("search.json", "study.journal", "trials.csv", "best.json", "search.png")
+KEPT_FILES = ("search.json", "study.journal", "trials.csv", "curves.csv", "best.json",
+              "search.png")
 
 
 def study_task(name: str, out: Path, keep: Path, size: str, epochs: int, trials: int,

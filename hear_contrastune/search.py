@@ -9,7 +9,7 @@ value is the score its selection rule kept (`done.json`), and nothing opens the 
     DIR/search.json      what is searched: task (by content), fold, method, seed, fixed options
     DIR/study.journal    Optuna's journal: every trial, its parameters, its epoch scores
     DIR/trials/NNNN/     each trial an ordinary `tune` run folder
-    DIR/trials.csv, DIR/best.json, DIR/search.png    rewritten after every trial
+    DIR/trials.csv, DIR/curves.csv, DIR/best.json, DIR/search.png    rewritten after every trial
 
 Any number of processes (on machines sharing DIR) running the same command join one study: a
 trial is asked for under a lock, so exactly `trials` finish, and each proposal is a function of
@@ -257,7 +257,8 @@ def retry_orphans(search: Search, study: optuna.Study) -> None:
 
 
 def write_outputs(search: Search, study: optuna.Study) -> dict:
-    """trials.csv, best.json and search.png from the study as it stands; the best (or {})."""
+    """trials.csv, curves.csv, best.json and search.png from the study as it stands; the best
+    (or {})."""
     trials = study.get_trials(deepcopy=False)
     names = [p.name for p in search.params]
     rows = []
@@ -279,6 +280,7 @@ def write_outputs(search: Search, study: optuna.Study) -> dict:
     writer.writerows(rows)
     with atomic_path(search.out / "trials.csv") as tmp:
         tmp.write_text(text.getvalue())
+    write_curves(trials, search.out / "curves.csv")
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         return {}
@@ -302,6 +304,21 @@ def write_outputs(search: Search, study: optuna.Study) -> dict:
     return doc
 
 
+def write_curves(trials: list[optuna.trial.FrozenTrial], path: Path) -> None:
+    """Every trial's valid score at each scored epoch, one row each: the learning curves (a
+    trial that rose and then collapsed, one the pruner cut), kept with the journal where the
+    trial folders' epochs.csv are not."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["trial", "folder", "state", "epoch", "valid_score"])
+    for t in trials:
+        folder, state = t.user_attrs.get("folder", ""), t.state.name.lower()
+        writer.writerows([t.number, folder, state, epoch, f"{score:.6f}"]
+                         for epoch, score in sorted(t.intermediate_values.items()))
+    with atomic_path(path) as tmp:
+        tmp.write_text(text.getvalue())
+
+
 def tuning_options(run_cfg: dict) -> dict:
     """A run's tuning options: what best.json hands to `tune --config` (not which task, fold,
     seed, method or shots it ran). Kept in the journal too, so best.json can be written where
@@ -311,15 +328,16 @@ def tuning_options(run_cfg: dict) -> dict:
 
 
 def plot_search(search: Search, study: optuna.Study, path: Path) -> None:
-    """Valid score per trial (pruned trials at their last score, marked) beside each searched
-    parameter's importance (fANOVA over the complete trials)."""
+    """Valid score per trial (pruned trials at their last score, marked), every trial's valid
+    curve over its epochs (where a high learning rate rose and then collapsed shows), and each
+    searched parameter's importance (fANOVA over the complete trials)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     trials = study.get_trials(deepcopy=False)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4))
     complete = [(t.number, t.value) for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = [(t.number, t.intermediate_values[max(t.intermediate_values)]) for t in trials
               if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
@@ -337,6 +355,15 @@ def plot_search(search: Search, study: optuna.Study, path: Path) -> None:
     left.set(xlabel="trial", ylabel="valid score (selection)",
              title=f"{search.base.method} on {Path(search.base.task_dir).name}")
     left.legend(loc="best")
+    finished = {optuna.trial.TrialState.COMPLETE: ("tab:blue", 1.0),
+                optuna.trial.TrialState.PRUNED: ("tab:red", 0.4)}
+    for t in trials:
+        if t.state in finished and t.intermediate_values:
+            color, alpha = finished[t.state]
+            middle.plot(*zip(*sorted(t.intermediate_values.items()), strict=True),
+                        color=color, alpha=alpha, linewidth=1)
+    middle.set(xlabel="epoch", ylabel="valid score",
+               title="curves (complete blue, pruned red)")
     importances = {}
     if len(complete) >= 3:
         try:

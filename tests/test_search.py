@@ -77,6 +77,15 @@ def test_search_prunes_and_its_best_config_tunes(task, tmp_path):
     # a pruned trial stopped at its rung: fewer epochs than the budget
     pruned = next(r for r in rows if r["state"] == "pruned")
     assert int(pruned["last_epoch"]) < 2
+    # curves.csv holds each trial's scored epochs, as its own epochs.csv logged them
+    curves = list(csv.DictReader((search / "curves.csv").open()))
+    for r in rows:
+        logged = [(int(e["epoch"]), round(float(e["valid_knn"]), 6)) for e in csv.DictReader(
+            (search / "trials" / r["folder"] / "epochs.csv").open())
+                  if int(e["epoch"]) > 0 and e["valid_knn"]]
+        assert [(int(c["epoch"]), float(c["valid_score"])) for c in curves
+                if c["trial"] == r["trial"]] == logged, r["trial"]
+        assert logged[-1][0] == int(r["last_epoch"])
     assert "trial 3" in log
     run = tmp_path / "refit"
     finished_here("tune", "--config", str(search / "best.json"), "--task-dir", str(task),
