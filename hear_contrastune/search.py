@@ -30,7 +30,7 @@ from pathlib import Path
 import optuna
 from tqdm import tqdm
 
-from hear_contrastune.atomic import atomic_path, read_json_or_none, write_json
+from hear_contrastune.atomic import atomic_path, read_json_or_none, write_json, write_text
 from hear_contrastune.data.samplers import fit_batch
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
@@ -278,8 +278,7 @@ def write_outputs(search: Search, study: optuna.Study) -> dict:
                                               *names])
     writer.writeheader()
     writer.writerows(rows)
-    with atomic_path(search.out / "trials.csv") as tmp:
-        tmp.write_text(text.getvalue())
+    write_text(search.out / "trials.csv", text.getvalue())
     write_curves(trials, search.out / "curves.csv")
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
@@ -315,8 +314,7 @@ def write_curves(trials: list[optuna.trial.FrozenTrial], path: Path) -> None:
         folder, state = t.user_attrs.get("folder", ""), t.state.name.lower()
         writer.writerows([t.number, folder, state, epoch, f"{score:.6f}"]
                          for epoch, score in sorted(t.intermediate_values.items()))
-    with atomic_path(path) as tmp:
-        tmp.write_text(text.getvalue())
+    write_text(path, text.getvalue())
 
 
 def tuning_options(run_cfg: dict) -> dict:
