@@ -26,13 +26,15 @@ backward over the same epoch's wall time) is measured within one epoch and is no
 --end-to-end runs `tune` for --epochs (30) at the old defaults (--precision fp32 --patience 0
 --select-every 1) and at the new ones, per seed, one after the other, and prints wall times and
 the kept epoch's valid kNN. --curves reads the epochs.csv of finished run folders scored every
-epoch (each DIR may hold many, found recursively) and prints, per patience, which kept epochs it
-would have changed, and per --select-every, how much lower the kept epoch's valid score would
-have been: the evidence behind TuneConfig.patience and TuneConfig.select_every.
+epoch and the complete trials of `contrastune search` folders' curves.csv (each DIR may hold
+many, found recursively: docs/tuning-study holds the study's) and prints, per patience, which
+kept epochs it would have changed, and per --select-every, how much lower the kept epoch's
+valid score would have been: the evidence behind TuneConfig.patience and TuneConfig.select_every.
 """
 
 import csv
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -156,7 +158,8 @@ def profile_epoch(cfg: TuneConfig, out: Path) -> dict[str, float]:
               type=click.Choice(PRECISIONS),
               help="The timed run's precision; with --end-to-end, the new runs'.")
 @click.option("--curves", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Replay --patience on the epochs.csv of finished runs under this folder.")
+              help="Replay --patience and --select-every on the finished runs' epochs.csv and the "
+                   "searches' curves.csv under this folder.")
 def main(task_dir: Path | None, epochs: int | None, reps: int, end_to_end: bool, seeds: str,
          precision: str, curves: tuple[Path, ...]) -> None:
     torch.set_flush_denormal(True)  # as the CLI does
@@ -264,13 +267,13 @@ def compare_runs(cfg: TuneConfig, epochs: int, seeds: list[int], tmp: Path) -> N
           + "; new " + ", ".join(f"{v:.4f}" for v in knn["new"]))
 
 
-def replay_patience(folders: tuple[Path, ...]) -> None:
-    """Per patience, how many finished runs would have kept another epoch, and epochs saved."""
-    logs = sorted({p for folder in folders for p in folder.rglob("*epochs.csv")
-                   if (p.parent / "done.json").exists()  # finished runs, or a bare curve
-                   or not (p.parent / "state.pt").exists()})
+def run_curves(folders: tuple[Path, ...]) -> dict[str, tuple[str, list[float]]]:
+    """Every finished valid curve under these folders, scored every epoch from epoch 0: the
+    epochs.csv of run folders, and each complete trial of a search's curves.csv."""
     runs = {}
-    for path in logs:
+    for path in sorted({p for folder in folders for p in folder.rglob("*epochs.csv")
+                        if (p.parent / "done.json").exists()  # finished runs, or a bare curve
+                        or not (p.parent / "state.pt").exists()}):
         config = path.parent / "config.json"
         rule = json.loads(config.read_text())["select"] if config.is_file() else "best"
         with open(path, newline="") as f:
@@ -278,12 +281,54 @@ def replay_patience(folders: tuple[Path, ...]) -> None:
         if not np.isfinite(scores).all():
             print(f"{path.parent}: not scored every epoch (--select-every), left out")
             continue
-        runs[path] = (rule, scores)
+        runs[str(path)] = (rule, scores)
+    for path in sorted({p for folder in folders for p in folder.rglob("curves.csv")}):
+        runs.update(search_curves(path))
+    return runs
+
+
+def search_curves(path: Path) -> dict[str, tuple[str, list[float]]]:
+    """The complete trials of a search (`contrastune search`'s curves.csv, trials.csv and
+    search.json). The journal holds epochs 1..N only: epoch 0, the untuned encoder, is left
+    unscored (NaN) unless the trial kept it: its value is above every later epoch, or it
+    stopped `--patience` epochs after epoch 0. A trial with an unscored epoch between
+    (--select-every) is left out."""
+    base = json.loads((path.parent / "search.json").read_text())["base"]
+    with open(path.parent / "trials.csv", newline="") as f:
+        values = {r["trial"]: float(r["value"]) for r in csv.DictReader(f)
+                  if r["state"] == "complete"}
+    curves: dict[str, dict[int, float]] = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["trial"] in values:
+                curves.setdefault(r["trial"], {})[int(r["epoch"])] = float(r["valid_score"])
+    runs = {}
+    for trial, curve in curves.items():
+        last = max(curve)
+        if sorted(curve) != list(range(1, last + 1)):
+            print(f"{path} trial {trial}: not scored every epoch, left out")
+            continue
+        kept_untuned = (values[trial] > max(curve.values())
+                        or (last < base["epochs"] and last == base["patience"]))
+        untuned = values[trial] if kept_untuned else math.nan
+        runs[f"{path.parent} trial {trial}"] = (base["select"],
+                                                [untuned, *(curve[e] for e in sorted(curve))])
+    if base["patience"] and runs:
+        print(f"{path.parent}: {len(runs)} complete trials ran with --patience "
+              f"{base['patience']}, so they show what a smaller patience changes, not a larger")
+    return runs
+
+
+def replay_patience(folders: tuple[Path, ...]) -> None:
+    """Per patience, how many finished runs would have kept another epoch, and epochs saved;
+    per --select-every, how much lower the kept epoch's score would have been."""
+    runs = run_curves(folders)
+    for name, (rule, scores) in runs.items():
         kept = choose_epoch(rule, scores, finished=True)[0]
-        print(f"{path}: {len(scores) - 1} epochs, {rule} keeps epoch {kept} "
-              f"(valid kNN {scores[kept]:.4f})")
+        print(f"{name}: {len(scores) - 1} epochs, {rule} keeps epoch {kept} "
+              f"(valid score {scores[kept]:.4f})")
     print("\npatience  kept epochs changed  epochs run (of all)")
-    for patience in range(1, max(len(s) for _, s in runs.values())):
+    for patience in range(1, min(11, max(len(s) for _, s in runs.values()))):
         changed, run_epochs, all_epochs = 0, 0, 0
         for rule, scores in runs.values():
             stop = stop_epoch(rule, scores, patience)
@@ -299,7 +344,9 @@ def replay_patience(folders: tuple[Path, ...]) -> None:
             sparse = every(scores, n)
             drops.append(scores[choose_epoch(rule, scores, finished=True)[0]]
                          - scores[choose_epoch(rule, sparse, finished=True)[0]])
-            scored, all_epochs = scored + int(np.isfinite(sparse).sum()), all_epochs + len(scores)
+            # epoch 0 is always scored (a search's curves.csv does not hold it)
+            scored += 1 + int(np.isfinite(sparse[1:]).sum())
+            all_epochs += len(scores)
         print(f"{n:12d}  {sum(d > 0 for d in drops):13d} of {len(drops):<3d}  "
               f"{np.mean(drops):.4f}, {max(drops):.4f}  {scored}/{all_epochs} "
               f"({scored / all_epochs:.0%})")
