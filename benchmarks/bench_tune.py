@@ -294,6 +294,7 @@ def search_curves(path: Path) -> dict[str, tuple[str, list[float]]]:
     stopped `--patience` epochs after epoch 0. A trial with an unscored epoch between
     (--select-every) is left out."""
     base = json.loads((path.parent / "search.json").read_text())["base"]
+    rule, patience = base.get("select", "best"), base.get("patience", 0)  # older searches: none
     with open(path.parent / "trials.csv", newline="") as f:
         values = {r["trial"]: float(r["value"]) for r in csv.DictReader(f)
                   if r["state"] == "complete"}
@@ -309,13 +310,12 @@ def search_curves(path: Path) -> dict[str, tuple[str, list[float]]]:
             print(f"{path} trial {trial}: not scored every epoch, left out")
             continue
         kept_untuned = (values[trial] > max(curve.values())
-                        or (last < base["epochs"] and last == base["patience"]))
+                        or (rule != "smoothed" and last < base["epochs"] and last == patience))
         untuned = values[trial] if kept_untuned else math.nan
-        runs[f"{path.parent} trial {trial}"] = (base["select"],
-                                                [untuned, *(curve[e] for e in sorted(curve))])
-    if base["patience"] and runs:
-        print(f"{path.parent}: {len(runs)} complete trials ran with --patience "
-              f"{base['patience']}, so they show what a smaller patience changes, not a larger")
+        runs[f"{path.parent} trial {trial}"] = (rule, [untuned, *(curve[e] for e in sorted(curve))])
+    if patience and runs:
+        print(f"{path.parent}: {len(runs)} complete trials ran with --patience {patience}, so "
+              "they show what a smaller patience changes, not a larger")
     return runs
 
 
