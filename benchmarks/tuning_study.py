@@ -146,15 +146,28 @@ def summary(keep: Path, methods: tuple[str, ...], trials: int) -> str:
     if going:
         lines += ["", "Still searching (not in the table): " + ", ".join(going) + "."]
     lines += ["",
-              "## Suggested defaults (median over tasks of each task's best)", ""]
+              "## Suggested defaults (median over tasks of each task's best; for a choice, "
+              "the most common value, ties named)", ""]
     for method in methods:
-        docs = [d for (_, m), d in bests.items() if m == method]
+        docs = {t: d for (t, m), d in bests.items() if m == method}
         if not docs:
             continue
+        params = [d["params"] for d in docs.values()]
         lines.append(f"- {method} ({len(docs)} tasks): " + ", ".join(
-            f"{p.name} {median(p, [d['params'][p.name] for d in docs if p.name in d['params']])}"
-            for p in SPACE if any(p.name in d["params"] for d in docs)))
+            f"{p.name} {median(p, [d[p.name] for d in params if p.name in d])}"
+            for p in SPACE if any(p.name in d for d in params)))
+        lines += [f"  - one configuration is the best on {', '.join(same)} (the seeded sampler "
+                  "proposes the same first configurations on every task): the median repeats "
+                  "it, which is not the tasks agreeing on each value" for same in same_bests(docs)]
     return "\n".join(lines) + "\n"
+
+
+def same_bests(docs: dict[str, dict]) -> list[list[str]]:
+    """Groups of tasks (two or more) whose best parameters are identical."""
+    groups: dict[str, list[str]] = {}
+    for task, doc in docs.items():
+        groups.setdefault(json.dumps(doc["params"], sort_keys=True), []).append(task)
+    return [tasks for tasks in groups.values() if len(tasks) > 1]
 
 
 def finished(trials_csv: Path) -> int:
@@ -167,7 +180,8 @@ def finished(trials_csv: Path) -> int:
 def median(param, values: list) -> str:
     """The median of a parameter's per-task best values, on its own scale."""
     if param.choices:
-        return str(statistics.mode(values))
+        modes = statistics.multimode(values)
+        return " or ".join(map(str, sorted(modes))) + (" (tied)" if len(modes) > 1 else "")
     if param.log:
         return f"{math.exp(statistics.median(math.log(v) for v in values)):.3g}"
     return f"{statistics.median(values):.3g}"

@@ -14,7 +14,9 @@ value is the score its selection rule kept (`done.json`), and nothing opens the 
 Any number of processes (on machines sharing DIR) running the same command join one study: a
 trial is asked for under a lock, so exactly `trials` finish, and each proposal is a function of
 the seed and the study so far, not of the process. A trial whose process was killed is retried
-with the same parameters in its own folder, so its run resumes where it stopped.
+with the same parameters in its own folder, so its run resumes where it stopped, keeping the
+rungs it had passed (a kill neither judges finished epochs again nor leaves a copy of the
+killed trial competing at its rungs: RetriedOnce).
 """
 
 import csv
@@ -126,12 +128,60 @@ def study_for(search: Search, task_key: str) -> optuna.Study:
                             f"{', '.join(differ)}); choose another --out")
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(search.out / JOURNAL_FILE)))
-    epochs = search.base.epochs
-    pruner = optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=max(1, round(MIN_RESOURCE_FRACTION * epochs)),
-        reduction_factor=REDUCTION_FACTOR)
     return optuna.create_study(study_name="search", storage=storage, direction="maximize",
-                               pruner=pruner, load_if_exists=True)
+                               pruner=rung_pruner(search.base.epochs), load_if_exists=True)
+
+
+def rung_pruner(epochs: int) -> optuna.pruners.BasePruner:
+    """Successive halving with rungs at MIN_RESOURCE_FRACTION of the epochs, x REDUCTION_FACTOR
+    each, over the trials that did not fail."""
+    return RetriedOnce(optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=max(1, round(MIN_RESOURCE_FRACTION * epochs)),
+        reduction_factor=REDUCTION_FACTOR))
+
+
+class RetriedOnce(optuna.pruners.BasePruner):
+    """A pruner that sees the study without its failed trials.
+
+    Optuna's successive halving compares a trial at a rung with every trial that reached it,
+    failed ones included. A trial killed with its process fails and is retried in its folder
+    (retry_orphans), which replays the folder's epochs: the killed attempt would stay among the
+    rivals at every rung it reached, a copy of the retry's own score, once per kill. Leaving
+    failed trials out counts each folder once; the retry carries its rungs (carry_rungs)."""
+
+    def __init__(self, pruner: optuna.pruners.BasePruner) -> None:
+        self._pruner = pruner
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return self._pruner.prune(_WithoutFailed(study), trial)
+
+
+class _WithoutFailed:
+    """A study whose get_trials leaves failed trials out; everything else is the study's."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[optuna.trial.FrozenTrial]:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states)
+                if t.state != optuna.trial.TrialState.FAIL]
+
+    def __getattr__(self, name: str):
+        return getattr(self._study, name)
+
+
+def carry_rungs(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Give a retried trial the rungs its folder's killed attempts reached, with their scores,
+    so replaying the folder's epochs does not judge them again (against rivals that came
+    later: finished work would be pruned for when its process was killed). Successive halving
+    keeps a trial's rungs in its system attrs (completed_rung_N), which Optuna's public API
+    cannot set; the pruner itself sets them through the study's storage, and so does this."""
+    folder = trial.user_attrs.get("folder")
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        if t.user_attrs.get("folder") == folder:
+            for key, value in t.system_attrs.items():
+                if key.startswith("completed_rung_"):
+                    study._storage.set_trial_system_attr(trial._trial_id, key, value)
 
 
 def proposal_sampler(seed: int, asked: int, trials: int) -> optuna.samplers.TPESampler:
@@ -199,6 +249,7 @@ def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, folder: 
         if trial.should_prune():
             raise optuna.TrialPruned()
 
+    carry_rungs(study, trial)
     try:
         for epoch, score in logged_scores(folder):
             on_epoch(epoch, score)

@@ -10,13 +10,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import optuna
 import pytest
 from cli_here import contrastune_here
 from kill import kill_once_written
 
 import eval_tasks
 from hear_contrastune.errors import UserError
-from hear_contrastune.search import Search, study_for
+from hear_contrastune.search import Search, carry_rungs, rung_pruner, study_for
 from hear_contrastune.training.config import TuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +156,42 @@ def test_a_killed_search_resumes_its_trial_where_it_stopped(task, tmp_path):
     best = json.loads((search / "best.json").read_text())
     assert best["budget"]["epochs_trained"] == sum(
         int(r["last_epoch"]) for r in rows if r["state"] in ("complete", "pruned"))
+
+
+def judged(study: optuna.Study, folder: str, scores: dict[int, float]) -> optuna.Trial:
+    """A trial in `folder` that reports these epoch scores, each judged by the pruner as
+    run_trial judges them; pruned (told so) at the first epoch the pruner stops."""
+    trial = study.ask()
+    trial.set_user_attr("folder", folder)
+    carry_rungs(study, trial)
+    for epoch, score in scores.items():
+        trial.report(score, epoch)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            break
+    return trial
+
+
+def state(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.TrialState:
+    return study.get_trials(deepcopy=False)[trial.number].state
+
+
+def test_a_retried_trial_keeps_the_rungs_it_passed_and_its_killed_attempt_does_not_compete():
+    study = optuna.create_study(direction="maximize", pruner=rung_pruner(10))  # rungs 1, 3, 9
+    first = judged(study, "0000", {1: 0.5, 2: 0.55})  # alone at rung 1: goes on
+    study.tell(first, state=optuna.trial.TrialState.FAIL)  # its process was killed at epoch 2
+    for n in (1, 2, 3):
+        assert state(study, judged(study, f"000{n}", {1: 0.9})) == optuna.trial.TrialState.RUNNING
+    # the retry replays epochs 1-2: rung 1 was passed before the rivals came, so it is not
+    # judged there again (it would need 0.9 now); it goes on to rung 3 as its first attempt did
+    retry = judged(study, "0000", {1: 0.5, 2: 0.55, 3: 0.95})
+    assert state(study, retry) == optuna.trial.TrialState.RUNNING
+    # a failed trial that reached a rung is no rival there: two crashed trials at 0.99 would
+    # make a newcomer at 0.9 need 0.99 (8 at the rung: the top 2 go on)
+    for n in (5, 6):
+        study.tell(judged(study, f"000{n}", {1: 0.99}), state=optuna.trial.TrialState.FAIL)
+    newcomer = judged(study, "0007", {1: 0.9})  # among 0.5 (the retry's), 0.9 x 3: top third
+    assert state(study, newcomer) == optuna.trial.TrialState.RUNNING
 
 
 def test_a_search_begun_before_an_option_existed_is_joined_as_what_it_ran(tmp_path):
