@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
+def atomic_dir(path: str | os.PathLike[str], carry: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds.
+    Files of the old folder matching a `carry` pattern (outputs of a later stage kept beside
+    this one's, still valid for what the block rewrote) move into the new one first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -40,6 +42,10 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         if path.exists():
+            for pattern in carry:
+                for kept in path.glob(pattern):
+                    if kept.is_file() and not (tmp / kept.name).exists():
+                        os.replace(kept, tmp / kept.name)
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:

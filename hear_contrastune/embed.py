@@ -19,7 +19,12 @@ import torch
 from hear_contrastune.atomic import atomic_dir, read_json_or_none, write_json
 from hear_contrastune.backbones import is_backbone_spec
 from hear_contrastune.backbones.embedding import embed_clips
-from hear_contrastune.data.embeddings import CLIP_NAMES_SUFFIX, copy_task_files, write_split
+from hear_contrastune.data.embeddings import (
+    CLIP_NAMES_SUFFIX,
+    PROBE_PREDICTIONS,
+    copy_task_files,
+    write_split,
+)
 from hear_contrastune.data.hear_format import METADATA_FILE, is_hear_folder
 from hear_contrastune.data.loading import DEFAULT_WORKERS, ClipDataset
 from hear_contrastune.data.task import load_task
@@ -76,13 +81,16 @@ def embed_task(model: HearModel, model_id: str, key: str, task_dir: Path, out_di
     # (and one embedded before clip names were recorded)
     whole = all((dest / f"{split}.embeddings.npy").is_file()
                 and (dest / f"{split}{CLIP_NAMES_SUFFIX}").is_file() for split in task.splits)
-    if isinstance(held, dict) and {k: held.get(k) for k in wanted} == wanted and whole:
+    same = isinstance(held, dict) and {k: held.get(k) for k in wanted} == wanted
+    if same and whole:
         return dest
-    if held is not None:
+    if held is not None and not same:
         log.info("%s: the task or the model changed since it was embedded; embedding again",
                  dest)
     log.info("%s: %s", task.name, task.audio_note)
-    with atomic_dir(dest) as tmp:
+    # a checkout's probe predictions (no model file), or those of these very embeddings, stay
+    carry = (PROBE_PREDICTIONS,) if held is None or same else ()
+    with atomic_dir(dest, carry) as tmp:
         copy_task_files(task.path, tmp, task.splits)
         for split in task.splits:
             clips = ClipDataset(task, [split])

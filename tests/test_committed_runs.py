@@ -3,6 +3,7 @@ comparison commits them one task at a time: `contrastune report` merges several 
 verdict one run over every task gives, and `compare` resumes from them without redoing a
 finished step. Real compare runs on two tiny tasks."""
 
+import fnmatch
 import json
 import re
 import shutil
@@ -19,8 +20,11 @@ from hear_contrastune.comparison.options import first_difference, options_doc
 from hear_contrastune.comparison.report import write_merged_report
 from hear_contrastune.comparison.results import load_results, read_results
 from hear_contrastune.comparison.reuse import read_progress
+from hear_contrastune.data.embeddings import PROBE_PREDICTIONS
+from hear_contrastune.data.shots import ALL_SHOTS
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
+from hear_contrastune.probes.predictions import read_predictions
 from hear_contrastune.training.config import DEFAULTS
 
 TASKS = ("gm-program", "gm-pitch")
@@ -96,6 +100,9 @@ def test_report_refuses_what_cannot_be_merged_in_one_line(runs, tmp_path):
         (a, lambda d: d["options"]["tuning"]["augment"].update(speed=0.0),
          "tuning.augment.speed"),
         (a, lambda d: d["options"].update(grid="fast"), "grid"),
+        # a constant an unset option resolves to, edited between runs (new defaults)
+        (a, lambda d: d["options"]["constants"]["tuning"].update(batch_size=128),
+         "constants.tuning.batch_size"),
         (a, lambda d: d.update(finished=False), "has not finished"),
         (b, lambda d: d["task_keys"].update({"gm-pitch": "sha256:0"}), "other contents"),
         (a, lambda d: d["records"][0].update(score=d["records"][0]["score"] + 0.5),
@@ -182,6 +189,26 @@ def test_compare_resumes_from_committed_files_without_redoing_a_step(runs, tmp_p
     assert frozen_only == [r for r in records if r.method == "frozen"]
 
 
+def test_a_few_shot_rerun_of_a_checkout_keeps_what_its_reused_records_point_to(runs, tmp_path):
+    """The frozen encoder's embeddings serve every shots setting: a checkout rerun with more
+    shots embeds them again for the new setting, and the all-clips records it reused keep
+    their predictions files (they were replaced with the folder once), in either order."""
+    held = [r for r in load_results(runs["gm-program"] / "results.json") if r.method == "frozen"]
+    for shots in [(4, ALL_SHOTS), (ALL_SHOTS, 4)]:
+        run = checkout(runs["gm-program"], tmp_path / f"checkout-{shots[0]}")
+        cfg = CompareConfig(tasks_dir=runs["tasks"] / "gm-program",
+                            **{**CFG, "methods": ("frozen",)}, shots=shots)
+        said: list[str] = []
+        records = compare(cfg, run, device="cpu", workers=0, say=said.append)
+        assert [r for r in records if r.shots == ALL_SHOTS] == held
+        assert [line for line in said if line.startswith("reused from results.json")]
+        assert {r.shots for r in records} == {4, ALL_SHOTS}
+        for r in records:
+            read_predictions(run / r.predictions)  # every record's file is there and reads
+        assert (run / "embeddings" / "frozen-seed0" / "gm-program" /
+                "train.embeddings.npy").is_file()  # embedded again, for 4 shots
+
+
 def test_a_run_cut_short_resumes_elsewhere_from_its_committed_files(runs, tmp_path):
     """results.json is rewritten after every step: a run stopped before its last step,
     carried over as committed files only, runs just that step, and gives the same records as
@@ -229,3 +256,12 @@ def test_an_older_results_json_is_read_as_what_it_ran():
     assert first_difference(older, now) == "tuning.select_every (1 vs 2)"
     now["tuning"]["select_every"] = 1
     assert first_difference(older, now) is None
+    del older["constants"]  # written before the constants were recorded: today's
+    assert first_difference(older, now) is None
+
+
+def test_every_probes_predictions_file_is_one_an_embeddings_folder_carries():
+    from hear_contrastune.probes import hear_mlp, knn, linear, logistic
+
+    names = [m.PREDICTIONS_NAME for m in (hear_mlp, knn, linear, logistic)]
+    assert all(fnmatch.fnmatch(name, PROBE_PREDICTIONS) for name in names), names

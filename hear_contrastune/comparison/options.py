@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from hear_contrastune.comparison.run_layout import COMPARED_METHODS, DEFAULT_PROBES
+from hear_contrastune.estimators.logistic_fit import DEFAULT_C_GRID, MAX_ITER, TOL
 from hear_contrastune.probes.hear_mlp import DEFAULT_GRID
-from hear_contrastune.training.config import BEFORE_OPTION, DEFAULTS, TuneConfig
+from hear_contrastune.probes.knn import DEFAULT_K_GRID
+from hear_contrastune.training.config import BEFORE_OPTION, DEFAULTS, TuneConfig, unset_means
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,18 @@ PER_RUN = tuple(f"tuning.{name}" for name in ("task_dir", "method", "seed", "fol
 
 def options_doc(cfg: CompareConfig) -> dict[str, Any]:
     """The options as results.json holds them (JSON types: tuples become lists, paths
-    strings)."""
-    return json.loads(json.dumps(asdict(cfg), default=str))
+    strings), with the constants that decide a score beside them: what an unset tuning
+    option means, and the probes' fixed grids and solver limits. Editing one of those (as
+    setting new defaults might) makes an earlier run's records another run's, not reusable
+    nor mergeable with the new ones."""
+    return json.loads(json.dumps({**asdict(cfg), "constants": constants()}, default=str))
+
+
+def constants() -> dict[str, Any]:
+    """The code's constants that change a record's score (a results.json without them, written
+    before they were recorded, is read as having today's)."""
+    return {"tuning": unset_means(), "knn_k_grid": DEFAULT_K_GRID,
+            "logistic": {"c_grid": DEFAULT_C_GRID, "tol": TOL, "max_iter": MAX_ITER}}
 
 
 def flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -40,6 +40,11 @@ from hear_contrastune.errors import UserError
 
 NPY_MAGIC = b"\x93NUMPY"
 CLIP_NAMES_SUFFIX = ".clip-names.json"
+# The per-clip test predictions each probe writes beside the embeddings it scored (the files a
+# commit of a compare run keeps). A folder embedded again from the same model and task, or one
+# that is a checkout (its bulk files were never committed), carries them over: the records
+# results.json reuses point to them.
+PROBE_PREDICTIONS = "test.*-predictions.npz"
 
 
 def write_split(
@@ -180,10 +185,11 @@ def fold_view(source: EmbeddedTask, fold: str, dest: Path) -> Path:
     held = dest / VIEW_SOURCE_FILE
     if held.is_file() and json.loads(held.read_text()) == key:
         return dest
+    carry = () if held.is_file() else (PROBE_PREDICTIONS,)  # a checkout's, else stale
     metadata = {**source.metadata, "split_mode": "trainvaltest",
                 "splits": ["train", "valid", "test"], "fold": fold}
     metadata.pop("nfolds", None)
-    with atomic_dir(dest) as tmp:
+    with atomic_dir(dest, carry) as tmp:
         write_json(tmp / METADATA_FILE, metadata)
         shutil.copyfile(source.path / VOCABULARY_FILE, tmp / VOCABULARY_FILE)
         for role, splits in roles.items():

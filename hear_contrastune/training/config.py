@@ -38,6 +38,14 @@ BATCH_SIZE = 64
 M_PER_CLASS = 4
 
 
+def unset_means() -> dict:
+    """What an unset option resolves to: not TuneConfig fields, yet they change a run's
+    result, so a record of a run's options (comparison.options) holds them too, and a changed
+    constant is a changed option."""
+    return {"head_lr_scale": HEAD_LR_SCALE, "batch_size": BATCH_SIZE,
+            "m_per_class": M_PER_CLASS, "clip_seconds": VARIABLE_CLIP_SECONDS}
+
+
 @dataclass(frozen=True)
 class TuneConfig:
     """Everything that defines a tuning run; a run folder holds exactly one."""
