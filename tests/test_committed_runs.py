@@ -113,6 +113,10 @@ def test_report_refuses_what_cannot_be_merged_in_one_line(runs, tmp_path):
             write_merged_report([run, edited(run, tmp_path, edit)], out)
     with pytest.raises(UserError, match="given twice"):
         write_merged_report([a, b, a], out)
+    lost = edited(a, tmp_path, lambda d: None)
+    next(lost.rglob("*predictions.npz")).unlink()  # a chunk committed without its .npz
+    with pytest.raises(UserError, match="missing, the predictions of task"):
+        write_merged_report([lost, b], out)
     for bad_out in (a, a / "sub", runs["both"]):  # an input, inside one, another run
         with pytest.raises(UserError, match="--out"):
             write_merged_report([a, b], bad_out)
@@ -207,6 +211,19 @@ def test_a_few_shot_rerun_of_a_checkout_keeps_what_its_reused_records_point_to(r
             read_predictions(run / r.predictions)  # every record's file is there and reads
         assert (run / "embeddings" / "frozen-seed0" / "gm-program" /
                 "train.embeddings.npy").is_file()  # embedded again, for 4 shots
+
+
+def test_a_task_with_other_contents_is_said_to_run_again(runs, tmp_path):
+    """A checkout resumed where the task was built otherwise (another espeak-ng, say) reuses
+    none of that task's steps, and says so rather than retraining in silence."""
+    run = edited(runs["gm-program"], tmp_path,
+                 lambda d: d["task_keys"].update({"gm-program": "sha256:0"}))
+    said: list[str] = []
+    compare(CompareConfig(tasks_dir=runs["tasks"] / "gm-program",
+                          **{**CFG, "methods": ("frozen",)}), run, device="cpu", workers=0,
+            say=said.append)
+    assert [line for line in said if "task gm-program's contents differ" in line]
+    assert "== gm-program / frozen-seed0" in said
 
 
 def test_a_run_cut_short_resumes_elsewhere_from_its_committed_files(runs, tmp_path):

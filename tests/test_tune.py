@@ -54,12 +54,19 @@ def test_tune_writes_a_hear_checkpoint_and_logs(program_task, tmp_path):
     assert time.time() - t0 < 30
     # so is one begun before an option existed: it ran with that option's default
     config = json.loads((run / "config.json").read_text())
-    for added in ("select", "warmup_epochs", "xbm_size", "patience"):
+    for added in ("select", "warmup_epochs", "xbm_size"):
         del config[added]
     (run / "config.json").write_text(json.dumps(config))
     assert tune(small_config(program_task), run, device="cpu") == best
     with pytest.raises(UserError, match="differs in select"):
         tune(small_config(program_task, select="last"), run, device="cpu")
+    # or with the value it had before the option, where that is not the default: a run from
+    # before --patience ran every epoch (training.config.BEFORE_OPTION)
+    del config["patience"]
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="differs in patience"):
+        tune(small_config(program_task), run, device="cpu")
+    assert tune(small_config(program_task, patience=0), run, device="cpu") == best
 
 
 def test_tune_refuses_a_folder_holding_another_run(program_task, tmp_path):

@@ -129,7 +129,7 @@ class TuneConfig:
 DEFAULTS = TuneConfig()
 # The value an option had before it existed, where that differs from its default: a config
 # written before the option ran with this (config.json, search.json; see held_config).
-BEFORE_OPTION = {"select_every": 1}
+BEFORE_OPTION = {"patience": 0, "select_every": 1}
 
 
 def held_config(written: dict) -> dict:

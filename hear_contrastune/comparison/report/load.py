@@ -140,8 +140,9 @@ def finished_results(run_dir: Path) -> ResultsFile:
 def merge_runs(run_dirs: list[Path], out: Path) -> ReportInput:
     """The input of one report on several finished compare runs, in `out`. Refused, in one line:
     runs whose options differ in one that changes results (comparison.options), a task whose
-    content differs between runs, and a record two runs hold with different scores (the same
-    record, e.g. the frozen encoder's in two runs of one task, is taken once)."""
+    content differs between runs, a record two runs hold with different scores (the same
+    record, e.g. the frozen encoder's in two runs of one task, is taken once), and a record
+    whose predictions file is missing (the verdict needs every one)."""
     for i, d in enumerate(run_dirs):
         if any(d.resolve() == e.resolve() for e in run_dirs[:i]):
             raise UserError(f"{d}: given twice")
@@ -168,6 +169,10 @@ def merge_runs(run_dirs: list[Path], out: Path) -> ReportInput:
                                     f"{r.seed}, fold {r.fold!r}, shots {r.shots}, probe "
                                     f"{r.probe!r} scored otherwise in {run_dirs[j]}")
                 continue
+            if r.predictions and not (d / r.predictions).is_file():
+                raise UserError(f"{d / r.predictions}: missing, the predictions of task "
+                                f"{r.task!r}, method {r.method!r}, seed {r.seed}, probe "
+                                f"{r.probe!r}; copy the run's *.npz files with its results.json")
             records.append(r if not r.predictions else replace(
                 r, predictions=os.path.relpath((d / r.predictions).resolve(), out.resolve())))
         found = find_embeddings(d)
