@@ -150,7 +150,7 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
         steps = plan(cfg, tasks)
         by_name = {s.task.name: s.task for s in steps}
         keys = {name: task.content_key() for name, task in by_name.items()}
-        for name in sorted(n for n in keys if progress.task_keys.get(n, keys[n]) != keys[n]):
+        for name in progress.other_contents(keys):
             say(f"{run / RESULTS_FILE}: task {name}'s contents differ from those its records "
                 "were computed on (content key: metadata, labels, audio bytes): none of its "
                 "steps is reused")

@@ -37,6 +37,11 @@ class Progress:
     records: dict[Unit, list[Record]] = field(default_factory=dict)
     task_keys: dict[str, str] = field(default_factory=dict)
 
+    def other_contents(self, keys: dict[str, str]) -> list[str]:
+        """The tasks (of `keys`: name -> content key now) whose records were computed on other
+        contents: none of their records is held (see `held`)."""
+        return sorted(n for n, key in keys.items() if self.task_keys.get(n, key) != key)
+
     def held(self, unit: Unit, key: str, probes: Sequence[str]) -> list[Record]:
         """The unit's records of `probes` held for a task of content `key`, in the order
         compare writes them (comparison.run_layout.SCORES)."""
