@@ -66,21 +66,26 @@ def study_task(name: str, out: Path, keep: Path, size: str, epochs: int, trials:
                methods: tuple[str, ...], device: str | None) -> None:
     """One chunk: every method's search on one task, then its small outputs copied to keep."""
     task_dir = eval_tasks.build(name, out / "tasks", size=size)
-    task = load_task(task_dir)
-    fold = sorted(task.splits)[0] if task.kfold else ""
     for method in methods:
         if done(keep / name / method, trials):
             continue
-        # every epoch scored, as when the study began (before --select-every): one pruner
-        # schedule and one selection for every chunk
-        base = TuneConfig(task_dir=str(task_dir), fold=fold, method=method, epochs=epochs,
-                          select_every=1)
+        base = study_base(task_dir, method, epochs)
         search_out, kept = out / "search" / name / method, keep / name / method
         with exclusive(search_out, name=ASK_LOCK, wait=True):
             start_from_kept(kept, search_out)
         run_search(Search(base, {}, search_out, trials), device, DEFAULT_WORKERS,
                    say=lambda line, m=method: click.echo(f"[{name} / {m}] {line}"),
                    written=lambda src=search_out, dst=kept: copy_kept(src, dst))
+
+
+def study_base(task_dir: Path, method: str, epochs: int) -> TuneConfig:
+    """What every search of the study starts from: the defaults, on one fold's roles for a
+    k-fold task (fold00: valid fold01, train the rest), every epoch scored as when the study
+    began (before --select-every): one pruner schedule and one selection for every chunk."""
+    task = load_task(task_dir)
+    fold = sorted(task.splits)[0] if task.kfold else ""
+    return TuneConfig(task_dir=str(task_dir), fold=fold, method=method, epochs=epochs,
+                      select_every=1)
 
 
 def copy_kept(search_out: Path, kept: Path) -> None:
@@ -115,11 +120,16 @@ def complete(best: dict, trials: int) -> bool:
     return best["budget"]["trials"] >= trials
 
 
-def summary(keep: Path, methods: tuple[str, ...], trials: int) -> str:
-    """The study's table and the defaults it suggests, from every kept best.json."""
+def finished_bests(keep: Path, trials: int) -> dict[tuple[str, str], dict]:
+    """Every finished search's best.json, by (task, method)."""
     found = {(p.parent.parent.name, p.parent.name): json.loads(p.read_text())
              for p in sorted(keep.glob("*/*/best.json"))}
-    bests = {k: d for k, d in found.items() if complete(d, trials)}
+    return {k: d for k, d in found.items() if complete(d, trials)}
+
+
+def summary(keep: Path, methods: tuple[str, ...], trials: int) -> str:
+    """The study's table and the defaults it suggests, from every kept best.json."""
+    bests = finished_bests(keep, trials)
     going = [f"{p.parent.parent.name} / {p.parent.name} ({finished(p)} of {trials} trials)"
              for p in sorted(keep.glob("*/*/trials.csv"))
              if (p.parent.parent.name, p.parent.name) not in bests]
@@ -154,8 +164,7 @@ def summary(keep: Path, methods: tuple[str, ...], trials: int) -> str:
             continue
         params = [d["params"] for d in docs.values()]
         lines.append(f"- {method} ({len(docs)} tasks): " + ", ".join(
-            f"{p.name} {median(p, [d[p.name] for d in params if p.name in d])}"
-            for p in SPACE if any(p.name in d for d in params)))
+            f"{name} {shown(value)}" for name, value in medians(params).items()))
         lines += [f"  - one configuration is the best on {', '.join(same)} (the seeded sampler "
                   "proposes the same first configurations on every task): the median repeats "
                   "it, which is not the tasks agreeing on each value" for same in same_bests(docs)]
@@ -177,14 +186,29 @@ def finished(trials_csv: Path) -> int:
         return sum(row["state"] in states for row in csv.DictReader(f))
 
 
-def median(param, values: list) -> str:
-    """The median of a parameter's per-task best values, on its own scale."""
-    if param.choices:
-        modes = statistics.multimode(values)
-        return " or ".join(map(str, sorted(modes))) + (" (tied)" if len(modes) > 1 else "")
-    if param.log:
-        return f"{math.exp(statistics.median(math.log(v) for v in values)):.3g}"
-    return f"{statistics.median(values):.3g}"
+def medians(params: list[dict]) -> dict:
+    """Each searched parameter's median over the tasks' best values, on its own scale (the
+    median of the logs for a log-scale one); for a choice, its most common values, a list
+    (several where they tie)."""
+    out: dict = {}
+    for p in SPACE:
+        values = [d[p.name] for d in params if p.name in d]
+        if not values:
+            continue
+        if p.choices:
+            out[p.name] = sorted(statistics.multimode(values))
+        elif p.log:
+            out[p.name] = math.exp(statistics.median(math.log(v) for v in values))
+        else:
+            out[p.name] = statistics.median(values)
+    return out
+
+
+def shown(value) -> str:
+    """A median as summary.md writes it: 3 digits, or a choice's tied values named."""
+    if isinstance(value, list):
+        return " or ".join(map(str, value)) + (" (tied)" if len(value) > 1 else "")
+    return f"{value:.3g}"
 
 
 @click.command()

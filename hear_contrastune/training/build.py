@@ -317,11 +317,8 @@ def open_run(out: Path, cfg: TuneConfig, task_key: str) -> None:
     The run is its options and its task's content (`task_key`), not the task's path: a moved
     run or task resumes, and a task whose files changed is refused rather than mixed."""
     config_file = out / "config.json"
-    wanted = {**json.loads(json.dumps(asdict(cfg))), "task_key": task_key}
     if config_file.exists():
-        # an option added since the run began holds its default there: what the run ran with
-        held = held_config(json.loads(config_file.read_text()))
-        diff = sorted(k for k in wanted if k != "task_dir" and held.get(k) != wanted[k])
+        diff = run_differs(json.loads(config_file.read_text()), cfg, task_key)
         if diff == ["task_key"]:
             raise UserError(f"{out}: holds a run on other task contents (the files of "
                             f"{cfg.task_dir} changed since it began); choose another --out")
@@ -331,7 +328,20 @@ def open_run(out: Path, cfg: TuneConfig, task_key: str) -> None:
     elif out.exists() and any(not is_lock(p) for p in out.iterdir()):
         raise UserError(f"{out}: exists and is not a tuning run folder; choose another --out")
     else:
-        write_json(config_file, wanted)
+        write_json(config_file, run_record(cfg, task_key))
+
+
+def run_record(cfg: TuneConfig, task_key: str) -> dict:
+    """What config.json holds: the run's options and its task's content key."""
+    return {**json.loads(json.dumps(asdict(cfg))), "task_key": task_key}
+
+
+def run_differs(written: dict, cfg: TuneConfig, task_key: str) -> list[str]:
+    """What a recorded run (config.json's form) differs in from this run on this task content;
+    [] when it is the same run. An option added since it was written holds its default there:
+    what the run ran with. Its path (task_dir) is not part of it."""
+    wanted, held = run_record(cfg, task_key), held_config(written)
+    return sorted(k for k in wanted if k != "task_dir" and held.get(k) != wanted[k])
 
 
 def autocast_dtype(precision: str, device: str) -> torch.dtype | None:

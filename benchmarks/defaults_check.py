@@ -1,0 +1,223 @@
+"""Do the tuning study's suggested defaults hold up? Each method's suggestion trains once on
+every study task beside the current defaults, on valid only, with a seed no search used.
+
+A search's best is the highest of 12 noisy trials on one task (optimistic), and the study's
+suggestion, the median over tasks of each parameter's best value (benchmarks/tuning_study.py),
+can combine a high learning rate with a short warm-up that no task tried together. So before it
+becomes a default, each method's suggestion and the current defaults train once on every task
+(seed 1; the searches trained seed 0), from the study's own base (its fold roles, epochs,
+every epoch scored, patience), and are ranked per task by the valid score of the kept epoch.
+The suggestion with the better mean rank over tasks is what the defaults become; a tie keeps the
+current ones. A choice whose most common values tie (m_per_class 4 or 8) takes the one nearest
+the current default, so a tie changes nothing it need not.
+
+    python benchmarks/defaults_check.py --study docs/tuning-study --out runs/defaults-check \\
+        --keep docs/defaults-check
+
+Cost: tasks x methods x 2 runs of at most `--epochs` epochs (patience stops most earlier). Each
+run is an ordinary `tune` folder in OUT/<task>/<method>/<candidate>-<digest>/, named by what it
+runs, so a changed suggestion is a new run and a killed one resumes. Two processes running the
+same command share the runs (one thread each on 2 cores, as the study ran). After each run its
+small outputs (config.json, done.json, epochs.csv; never checkpoints) go to
+KEEP/<task>/<method>/<candidate>/ and KEEP/check.md is rewritten; a run kept there for the
+same configuration and task contents is not trained again (a new machine, a fresh checkout).
+Only valid is read.
+"""
+
+import hashlib
+import json
+import logging
+import statistics
+from contextlib import ExitStack
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import click
+import optuna
+from tuning_study import ORDER, finished_bests, medians, shown, study_base
+
+import eval_tasks
+from hear_contrastune.atomic import write_bytes, write_text
+from hear_contrastune.data.loading import DEFAULT_WORKERS
+from hear_contrastune.data.task import load_task
+from hear_contrastune.errors import UserError
+from hear_contrastune.lock import exclusive
+from hear_contrastune.search import Search, trial_config
+from hear_contrastune.training.build import run_differs, training_clips
+from hear_contrastune.training.config import BATCH_SIZE, M_PER_CLASS, TUNED_METHODS, TuneConfig
+from hear_contrastune.training.loop import tune
+from hear_contrastune.training.search_space import SPACE
+
+CANDIDATES = ("current", "suggested")
+KEPT_FILES = ("config.json", "done.json", "epochs.csv")
+# What an unset choice of the search space resolves to today, to break a tie toward it.
+CURRENT_CHOICE = {"batch_size": BATCH_SIZE, "m_per_class": M_PER_CLASS, "xbm_batches": 0}
+TIE = 5e-4  # valid scores closer than this rank as a tie (the scores' printed precision)
+
+
+def suggestion(bests: dict[tuple[str, str], dict], method: str, tasks: list[str]) -> dict:
+    """The method's suggested parameters over these tasks' searches, each tie broken toward the
+    current default (then the smaller value)."""
+    chosen = medians([bests[(t, method)]["params"] for t in tasks])
+    for p in SPACE:
+        if isinstance(chosen.get(p.name), list):
+            chosen[p.name] = nearest(chosen[p.name], p.choices, CURRENT_CHOICE[p.name])
+    return chosen
+
+
+def nearest(tied: list, choices: tuple, current) -> object:
+    """The tied value fewest steps along the choices from the current one (2 and 8 are as far
+    from 4 as 32 and 128 from 64), then the smaller."""
+    return min(tied, key=lambda v: (abs(choices.index(v) - choices.index(current)), v))
+
+
+def candidate_config(base: TuneConfig, params: dict | None) -> TuneConfig:
+    """The run a candidate makes on a task: the study's base, or the base with the suggested
+    parameters mapped to options exactly as a search trial maps its own (fitted batch
+    included)."""
+    task, cfg = load_task(base.task_dir), base
+    if params is not None:
+        cfg = trial_config(Search(base, {}, Path(), 1), optuna.trial.FixedTrial(params),
+                           training_clips(base, task).targets)
+    return training_clips(cfg, task).cfg.resolved()  # batch fitted: as config.json records it
+
+
+def digest(cfg: TuneConfig) -> str:
+    """A short name for what a run runs (its options, not its task's path)."""
+    options = {k: v for k, v in asdict(cfg).items() if k != "task_dir"}
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def claimed_run(cfg: TuneConfig, out: Path, kept: Path, device: str | None,
+                wait: bool) -> dict | None:
+    """check_run under a claim on the run, so that two processes running the check share its
+    runs: None (without `wait`) if another process holds it. With `wait`, its result once that
+    process lets go: kept by it, or, if it died, resumed here."""
+    with ExitStack() as claim:
+        try:
+            claim.enter_context(exclusive(out.parent, name=f".{out.name}.claim", wait=wait))
+        except UserError:
+            return None
+        return check_run(cfg, out, kept, device)
+
+
+def check_run(cfg: TuneConfig, out: Path, kept: Path, device: str | None) -> dict:
+    """The run's done.json: the kept one where it is this run on these task contents, else
+    trained (or resumed) in out and its small outputs copied to kept."""
+    task_key = load_task(cfg.task_dir).content_key()
+    if (kept / "done.json").is_file() and (kept / "config.json").is_file() and not run_differs(
+            json.loads((kept / "config.json").read_text()), cfg, task_key):
+        return json.loads((kept / "done.json").read_text())
+    tune(cfg, out, device, DEFAULT_WORKERS)
+    kept.mkdir(parents=True, exist_ok=True)
+    for file in KEPT_FILES:  # done.json last: a kept run is whole once it is there
+        write_bytes(kept / file, (out / file).read_bytes())
+    return json.loads((out / "done.json").read_text())
+
+
+def ranks(scores: dict[str, float]) -> dict[str, float]:
+    """Each candidate's rank on one task (1 = best); scores within TIE share their ranks."""
+    return {c: 1 + sum(other - s > TIE for other in scores.values())
+            + 0.5 * sum(abs(other - s) <= TIE for o, other in scores.items() if o != c)
+            for c, s in scores.items()}
+
+
+def report(results: dict, bests: dict, suggestions: dict, command: str) -> str:
+    """check.md: per task and method the two candidates' valid scores, epochs and minutes
+    beside the search's best; per method the mean rank and what the defaults become."""
+    lines = ["# Do the suggested defaults hold up? (valid splits only, seed 1)", "",
+             f"    {command}", "",
+             "| task | method | current | suggested | difference | search's best (seed 0, "
+             "max of its trials) | epochs current / suggested | minutes current / suggested |",
+             "|---|---|---:|---:|---:|---:|---|---|"]
+    for (task, method), done in results.items():
+        if set(done) != set(CANDIDATES):
+            continue
+        cur, sug = done["current"], done["suggested"]
+        lines.append(
+            f"| {task} | {method} | {cur['select_score']:.3f} | {sug['select_score']:.3f} | "
+            f"{sug['select_score'] - cur['select_score']:+.3f} | "
+            f"{bests[(task, method)]['valid_score']:.3f} | {cur['last_epoch']} / "
+            f"{sug['last_epoch']} | {cur['seconds'] / 60:.1f} / {sug['seconds'] / 60:.1f} |")
+    lines += ["", "## Per method", ""]
+    for method, params in suggestions.items():
+        done = {t: d for (t, m), d in results.items() if m == method and set(d) == set(CANDIDATES)}
+        tasks = [t for (t, m) in bests if m == method]
+        lines.append(f"- {method}: suggested " + ", ".join(
+            f"{k} {shown(v)}" for k, v in params.items()) + ".")
+        if len(done) < len(tasks):
+            lines.append(f"  - checked on {len(done)} of {len(tasks)} tasks so far: no verdict")
+            continue
+        per_task = [ranks({c: d[c]["select_score"] for c in CANDIDATES}) for d in done.values()]
+        mean = {c: statistics.mean(r[c] for r in per_task) for c in CANDIDATES}
+        diffs = [d["suggested"]["select_score"] - d["current"]["select_score"]
+                 for d in done.values()]
+        better = sum(r["suggested"] < r["current"] for r in per_task)
+        worse = sum(r["suggested"] > r["current"] for r in per_task)
+        adopt = mean["suggested"] < mean["current"]
+        lines.append(f"  - mean rank current {mean['current']:.2f}, suggested "
+                     f"{mean['suggested']:.2f}: suggested better on {better}, worse on {worse} of "
+                     f"{len(done)} tasks, mean difference {statistics.mean(diffs):+.3f} "
+                     f"(from {min(diffs):+.3f} to {max(diffs):+.3f}): "
+                     + ("adopt the suggestion" if adopt else "keep the current defaults"))
+    return "\n".join(lines) + "\n"
+
+
+@click.command()
+@click.option("--study", required=True, type=click.Path(path_type=Path),
+              help="The tuning study's kept folder (tuning_study.py --keep).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Working folder: tasks and runs (checkpoints: do not commit).")
+@click.option("--keep", required=True, type=click.Path(path_type=Path),
+              help="Where each run's small outputs and check.md go (commit these).")
+@click.option("--tasks", default=",".join(ORDER), show_default=True)
+@click.option("--methods", default=",".join(TUNED_METHODS), show_default=True)
+@click.option("--size", default="full", show_default=True, type=click.Choice(["small", "full"]))
+@click.option("--epochs", default=30, show_default=True, type=int,
+              help="As the study's searches ran.")
+@click.option("--trials", default=12, show_default=True, type=int,
+              help="The study's trials per search: a search with fewer is not finished.")
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--device", default=None)
+def main(study: Path, out: Path, keep: Path, tasks: str, methods: str, size: str, epochs: int,
+         trials: int, seed: int, device: str | None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    names = [t for t in tasks.split(",") if t]
+    chosen = [m for m in methods.split(",") if m]
+    bests = finished_bests(study, trials)
+    missing = [f"{t} / {m}" for t in names for m in chosen if (t, m) not in bests]
+    if missing:
+        raise click.ClickException(f"--study {study}: no finished search ({trials} trials) for "
+                                   f"{', '.join(missing)}; the suggestion needs every task's")
+    bests = {(t, m): bests[(t, m)] for t in names for m in chosen}
+    suggestions = {m: suggestion(bests, m, names) for m in chosen}
+    command = ("python benchmarks/defaults_check.py --study " f"{study} --out {out} --keep {keep}"
+               f" --tasks {','.join(names)} --methods {','.join(chosen)} --size {size} "
+               f"--epochs {epochs} --trials {trials} --seed {seed}")
+    results: dict = {}
+    later = []  # runs another process was training: waited for once the rest are done
+    for name in names:  # a task is one chunk
+        task_dir = eval_tasks.build(name, out / "tasks", size=size)
+        for method in chosen:
+            base = replace(study_base(task_dir, method, epochs), seed=seed)
+            for candidate, params in (("current", None), ("suggested", suggestions[method])):
+                try:
+                    cfg = candidate_config(base, params)
+                except UserError as e:
+                    raise click.ClickException(str(e)) from None
+                click.echo(f"[{name} / {method}] {candidate} ({digest(cfg)})")
+                job = (cfg, out / name / method / f"{candidate}-{digest(cfg)}",
+                       keep / name / method / candidate)
+                done = claimed_run(*job, device, wait=False)
+                if done is None:
+                    later.append(((name, method, candidate), job))
+                    continue
+                results.setdefault((name, method), {})[candidate] = done
+                write_text(keep / "check.md", report(results, bests, suggestions, command))
+    for (name, method, candidate), job in later:
+        results.setdefault((name, method), {})[candidate] = claimed_run(*job, device, wait=True)
+        write_text(keep / "check.md", report(results, bests, suggestions, command))
+    click.echo((keep / "check.md").read_text())
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""benchmarks/defaults_check.py: the study's suggestion against the current defaults, on a tiny
+study built by eval_tasks; a run kept in KEEP is not trained again on a machine without OUT."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, text=True, capture_output=True,
+                          timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def run_folders(out: Path) -> list[str]:
+    """The check's run folders for gm-program / contrastive (not the claims' lock files)."""
+    return sorted(p.name for p in (out / "gm-program" / "contrastive").iterdir()
+                  if not p.name.startswith("."))
+
+
+def test_two_processes_share_the_check_and_a_new_machine_reuses_its_kept_runs(tmp_path):
+    study, out, keep = tmp_path / "study", tmp_path / "out", tmp_path / "keep"
+    tiny = ("--size", "small", "--epochs", "2", "--tasks", "gm-program", "--methods",
+            "contrastive")
+    made = run("benchmarks/tuning_study.py", "--out", str(tmp_path / "s-out"), "--keep",
+               str(study), "--trials", "2", *tiny)
+    assert made.returncode == 0, made.stderr[-3000:]
+    check = ("benchmarks/defaults_check.py", "--study", str(study), "--out", str(out), "--keep",
+             str(keep), *tiny)
+
+    early = run(*check, "--trials", "3")  # the study ran 2 trials: not finished for 3
+    assert early.returncode == 1
+    assert early.stderr.strip().splitlines()[-1] == (
+        f"Error: --study {study}: no finished search (3 trials) for gm-program / contrastive; "
+        "the suggestion needs every task's")
+
+    both = [subprocess.Popen([sys.executable, *check, "--trials", "2"], cwd=ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
+    logs = []
+    for proc in both:
+        out_text, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
+        logs.append(out_text + err)
+    # two processes share the runs: each of the two trained once (its last epoch logged once)
+    assert sum(log.count("epoch 2: loss") for log in logs) == 2
+    table = (keep / "check.md").read_text()
+    assert "| gm-program | contrastive |" in table
+    assert ("adopt the suggestion" in table) != ("keep the current defaults" in table)
+    assert [r.split("-")[0] for r in run_folders(out)] == ["current", "suggested"]
+    for candidate in ("current", "suggested"):
+        kept = keep / "gm-program" / "contrastive" / candidate
+        assert sorted(p.name for p in kept.iterdir()) == ["config.json", "done.json",
+                                                          "epochs.csv"]
+
+    (out / "gm-program").rename(tmp_path / "moved")  # a new machine: the runs are gone
+    again = run(*check, "--trials", "2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert run_folders(out) == []  # nothing trained: both runs read from KEEP
+    assert (keep / "check.md").read_text() == table
+
+
+def test_a_tied_choice_goes_to_the_value_nearest_the_current_default(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from defaults_check import suggestion
+
+    def best(m: int, lr: float) -> dict:
+        return {"params": {"backbone_lr": lr, "m_per_class": m}}
+
+    bests = {("a", "finetune"): best(8, 1e-4), ("b", "finetune"): best(4, 1e-3),
+             ("c", "finetune"): best(2, 1e-5), ("d", "finetune"): best(8, 1e-4),
+             ("e", "finetune"): best(2, 1e-4)}
+    two_way = suggestion(bests, "finetune", ["a", "b", "c", "d", "e"])
+    assert two_way["m_per_class"] == 2  # 2 and 8 tie, each a step from the current 4: the smaller
+    assert abs(two_way["backbone_lr"] - 1e-4) < 1e-12  # the median of the logs
+    assert suggestion(bests, "finetune", ["a", "b"])["m_per_class"] == 4  # 4 and 8 tie
