@@ -1,27 +1,28 @@
-"""Do the tuning study's suggested defaults hold up? Each method's suggestion trains once on
-every study task beside the current defaults, on valid only, with a seed no search used.
+"""Do the tuning study's suggested defaults hold up? Each method's suggestion trains on every
+study task beside the current defaults, on valid only, with seeds no search used.
 
 A search's best is the highest of 12 noisy trials on one task (optimistic), and the study's
 suggestion, the median over tasks of each parameter's best value (benchmarks/tuning_study.py),
 can combine a high learning rate with a short warm-up that no task tried together. So before it
-becomes a default, each method's suggestion and the current defaults train once on every task
-(seed 1; the searches trained seed 0), from the study's own base (its fold roles, epochs,
-every epoch scored, patience), and are ranked per task by the valid score of the kept epoch.
-The suggestion with the better mean rank over tasks is what the defaults become; a tie keeps the
-current ones. A choice whose most common values tie (m_per_class 4 or 8) takes the one nearest
-the current default, so a tie changes nothing it need not.
+becomes a default, each method's suggestion and the current defaults train on every task
+(`--seeds`, 1 by default; the searches trained seed 0) from the study's own base (its fold
+roles, epochs, every epoch scored, patience), and are ranked on each task and seed by the valid
+score of the kept epoch. The suggestion with the better mean rank over them is what the
+defaults become; a tie keeps the current ones. A choice whose most common values tie
+(m_per_class 4 or 8) takes the one nearest the current default, so a tie changes nothing it
+need not.
 
     python benchmarks/defaults_check.py --study docs/tuning-study --out runs/defaults-check \\
         --keep docs/defaults-check
 
-Cost: tasks x methods x 2 runs of at most `--epochs` epochs (patience stops most earlier). Each
-run is an ordinary `tune` folder in OUT/<task>/<method>/<candidate>-<digest>/, named by what it
-runs, so a changed suggestion is a new run and a killed one resumes. Two processes running the
-same command share the runs (one thread each on 2 cores, as the study ran). After each run its
-small outputs (config.json, done.json, epochs.csv; never checkpoints) go to
-KEEP/<task>/<method>/<candidate>/ and KEEP/check.md is rewritten; a run kept there for the
-same configuration and task contents is not trained again (a new machine, a fresh checkout).
-Only valid is read.
+Cost: tasks x seeds x methods x 2 runs of at most `--epochs` epochs (patience stops most
+earlier). Each run is an ordinary `tune` folder in OUT/<task>/<method>/<candidate>-<digest>/,
+named by what it runs (seed included), so a changed suggestion is a new run and a killed one
+resumes. Two processes running the same command share the runs (one thread each on 2 cores, as
+the study ran). After each run its small outputs (config.json, done.json, epochs.csv; never
+checkpoints) go to KEEP/<task>/seed<N>/<method>/<candidate>/ and KEEP/check.md is rewritten; a
+run kept there for the same configuration and task contents is not trained again (a new
+machine, a fresh checkout). Only valid is read.
 """
 
 import hashlib
@@ -122,43 +123,42 @@ def ranks(scores: dict[str, float]) -> dict[str, float]:
             for c, s in scores.items()}
 
 
-def report(results: dict, bests: dict, suggestions: dict, command: str) -> str:
-    """check.md: per task and method the two candidates' valid scores, epochs and minutes
-    beside the search's best; per method the mean rank and what the defaults become."""
-    lines = ["# Do the suggested defaults hold up? (valid splits only, seed 1)", "",
+def report(results: dict, bests: dict, suggestions: dict, expected: int, command: str) -> str:
+    """check.md: per task, seed and method the two candidates' valid scores, epochs and minutes
+    beside the search's best; per method the mean rank over (task, seed) pairs, once all
+    `expected` pairs are in, and what the defaults become."""
+    lines = ["# Do the suggested defaults hold up? (valid splits only)", "",
              f"    {command}", "",
-             "| task | method | current | suggested | difference | search's best (seed 0, "
-             "max of its trials) | epochs current / suggested | minutes current / suggested |",
-             "|---|---|---:|---:|---:|---:|---|---|"]
-    for (task, method), done in results.items():
-        if set(done) != set(CANDIDATES):
-            continue
+             "| task | seed | method | current | suggested | difference | search's best (seed 0,"
+             " max of its trials) | epochs current / suggested | minutes current / suggested |",
+             "|---|---:|---|---:|---:|---:|---:|---|---|"]
+    pairs = {key: d for key, d in results.items() if set(d) == set(CANDIDATES)}
+    for (task, seed, method), done in pairs.items():
         cur, sug = done["current"], done["suggested"]
         lines.append(
-            f"| {task} | {method} | {cur['select_score']:.3f} | {sug['select_score']:.3f} | "
-            f"{sug['select_score'] - cur['select_score']:+.3f} | "
+            f"| {task} | {seed} | {method} | {cur['select_score']:.3f} | "
+            f"{sug['select_score']:.3f} | {sug['select_score'] - cur['select_score']:+.3f} | "
             f"{bests[(task, method)]['valid_score']:.3f} | {cur['last_epoch']} / "
             f"{sug['last_epoch']} | {cur['seconds'] / 60:.1f} / {sug['seconds'] / 60:.1f} |")
     lines += ["", "## Per method", ""]
     for method, params in suggestions.items():
-        done = {t: d for (t, m), d in results.items() if m == method and set(d) == set(CANDIDATES)}
-        tasks = [t for (t, m) in bests if m == method]
+        done = [d for (_, _, m), d in pairs.items() if m == method]
         lines.append(f"- {method}: suggested " + ", ".join(
             f"{k} {shown(v)}" for k, v in params.items()) + ".")
-        if len(done) < len(tasks):
-            lines.append(f"  - checked on {len(done)} of {len(tasks)} tasks so far: no verdict")
+        if len(done) < expected:
+            lines.append(f"  - {len(done)} of {expected} task and seed pairs in: no verdict yet")
             continue
-        per_task = [ranks({c: d[c]["select_score"] for c in CANDIDATES}) for d in done.values()]
-        mean = {c: statistics.mean(r[c] for r in per_task) for c in CANDIDATES}
-        diffs = [d["suggested"]["select_score"] - d["current"]["select_score"]
-                 for d in done.values()]
-        better = sum(r["suggested"] < r["current"] for r in per_task)
-        worse = sum(r["suggested"] > r["current"] for r in per_task)
+        per_pair = [ranks({c: d[c]["select_score"] for c in CANDIDATES}) for d in done]
+        mean = {c: statistics.mean(r[c] for r in per_pair) for c in CANDIDATES}
+        diffs = [d["suggested"]["select_score"] - d["current"]["select_score"] for d in done]
+        better = sum(r["suggested"] < r["current"] for r in per_pair)
+        worse = sum(r["suggested"] > r["current"] for r in per_pair)
         adopt = mean["suggested"] < mean["current"]
         lines.append(f"  - mean rank current {mean['current']:.2f}, suggested "
                      f"{mean['suggested']:.2f}: suggested better on {better}, worse on {worse} of "
-                     f"{len(done)} tasks, mean difference {statistics.mean(diffs):+.3f} "
-                     f"(from {min(diffs):+.3f} to {max(diffs):+.3f}): "
+                     f"{len(done)} task and seed pairs, mean difference "
+                     f"{statistics.mean(diffs):+.3f} (from {min(diffs):+.3f} to "
+                     f"{max(diffs):+.3f}): "
                      + ("adopt the suggestion" if adopt else "keep the current defaults"))
     return "\n".join(lines) + "\n"
 
@@ -177,13 +177,19 @@ def report(results: dict, bests: dict, suggestions: dict, command: str) -> str:
               help="As the study's searches ran.")
 @click.option("--trials", default=12, show_default=True, type=int,
               help="The study's trials per search: a search with fewer is not finished.")
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--seeds", default="1", show_default=True,
+              help="Seeds of every run, comma-separated (the searches trained seed 0).")
 @click.option("--device", default=None)
 def main(study: Path, out: Path, keep: Path, tasks: str, methods: str, size: str, epochs: int,
-         trials: int, seed: int, device: str | None) -> None:
+         trials: int, seeds: str, device: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = [t for t in tasks.split(",") if t]
     chosen = [m for m in methods.split(",") if m]
+    try:
+        drawn = [int(s) for s in seeds.split(",") if s]
+    except ValueError:
+        raise click.BadParameter(f"{seeds!r}: seeds are integers, comma-separated",
+                                 param_hint="--seeds") from None
     bests = finished_bests(study, trials)
     missing = [f"{t} / {m}" for t in names for m in chosen if (t, m) not in bests]
     if missing:
@@ -191,33 +197,39 @@ def main(study: Path, out: Path, keep: Path, tasks: str, methods: str, size: str
                                    f"{', '.join(missing)}; the suggestion needs every task's")
     bests = {(t, m): bests[(t, m)] for t in names for m in chosen}
     suggestions = {m: suggestion(bests, m, names) for m in chosen}
-    command = ("python benchmarks/defaults_check.py --study " f"{study} --out {out} --keep {keep}"
+    command = (f"python benchmarks/defaults_check.py --study {study} --out {out} --keep {keep}"
                f" --tasks {','.join(names)} --methods {','.join(chosen)} --size {size} "
-               f"--epochs {epochs} --trials {trials} --seed {seed}")
+               f"--epochs {epochs} --trials {trials} --seeds {','.join(map(str, drawn))}")
+
+    def record(key: tuple, candidate: str, done: dict) -> None:
+        results.setdefault(key, {})[candidate] = done
+        write_text(keep / "check.md",
+                   report(results, bests, suggestions, len(names) * len(drawn), command))
+
     results: dict = {}
     later = []  # runs another process was training: waited for once the rest are done
     for name in names:  # a task is one chunk
         task_dir = eval_tasks.build(name, out / "tasks", size=size)
-        for method in chosen:
-            base = replace(study_base(task_dir, method, epochs), seed=seed)
-            for candidate, params in (("current", None), ("suggested", suggestions[method])):
-                try:
-                    cfg = candidate_config(base, params)
-                except UserError as e:
-                    raise click.ClickException(str(e)) from None
-                click.echo(f"[{name} / {method}] {candidate} ({digest(cfg)})")
-                job = (cfg, out / name / method / f"{candidate}-{digest(cfg)}",
-                       keep / name / method / candidate)
-                done = claimed_run(*job, device, wait=False)
-                if done is None:
-                    later.append(((name, method, candidate), job))
-                    continue
-                results.setdefault((name, method), {})[candidate] = done
-                write_text(keep / "check.md", report(results, bests, suggestions, command))
-    for (name, method, candidate), job in later:
-        results.setdefault((name, method), {})[candidate] = claimed_run(*job, device, wait=True)
-        write_text(keep / "check.md", report(results, bests, suggestions, command))
+        for seed in drawn:
+            for method in chosen:
+                base = replace(study_base(task_dir, method, epochs), seed=seed)
+                for candidate, params in (("current", None), ("suggested", suggestions[method])):
+                    try:
+                        cfg = candidate_config(base, params)
+                    except UserError as e:
+                        raise click.ClickException(str(e)) from None
+                    click.echo(f"[{name} / seed {seed} / {method}] {candidate} ({digest(cfg)})")
+                    job = (cfg, out / name / method / f"{candidate}-{digest(cfg)}",
+                           keep / name / f"seed{seed}" / method / candidate)
+                    done = claimed_run(*job, device, wait=False)
+                    if done is None:
+                        later.append(((name, seed, method), candidate, job))
+                    else:
+                        record((name, seed, method), candidate, done)
+    for key, candidate, job in later:
+        record(key, candidate, claimed_run(*job, device, wait=True))
     click.echo((keep / "check.md").read_text())
+
 
 if __name__ == "__main__":
     main()

@@ -47,11 +47,11 @@ def test_two_processes_share_the_check_and_a_new_machine_reuses_its_kept_runs(tm
     # two processes share the runs: each of the two trained once (its last epoch logged once)
     assert sum(log.count("epoch 2: loss") for log in logs) == 2
     table = (keep / "check.md").read_text()
-    assert "| gm-program | contrastive |" in table
+    assert "| gm-program | 1 | contrastive |" in table
     assert ("adopt the suggestion" in table) != ("keep the current defaults" in table)
     assert [r.split("-")[0] for r in run_folders(out)] == ["current", "suggested"]
     for candidate in ("current", "suggested"):
-        kept = keep / "gm-program" / "contrastive" / candidate
+        kept = keep / "gm-program" / "seed1" / "contrastive" / candidate
         assert sorted(p.name for p in kept.iterdir()) == ["config.json", "done.json",
                                                           "epochs.csv"]
 
