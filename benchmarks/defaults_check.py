@@ -123,23 +123,28 @@ def ranks(scores: dict[str, float]) -> dict[str, float]:
             for c, s in scores.items()}
 
 
-def report(results: dict, bests: dict, suggestions: dict, expected: int, command: str) -> str:
-    """check.md: per task, seed and method the two candidates' valid scores, epochs and minutes
-    beside the search's best; per method the mean rank over (task, seed) pairs, once all
+def report(results: dict, bests: dict, suggestions: dict, tasks: int, seeds: int,
+           command: str) -> str:
+    """check.md: per task, seed and method the two candidates' valid scores, kept and last
+    epochs and minutes beside the search's best (a kept epoch 0 is a run that never beat the
+    untuned encoder); per method the mean rank over (task, seed) pairs, once all
     `expected` pairs are in, and what the defaults become."""
     lines = ["# Do the suggested defaults hold up? (valid splits only)", "",
              f"    {command}", "",
              "| task | seed | method | current | suggested | difference | search's best (seed 0,"
-             " max of its trials) | epochs current / suggested | minutes current / suggested |",
+             " max of its trials) | kept / last epoch, current; suggested | minutes current / "
+             "suggested |",
              "|---|---:|---|---:|---:|---:|---:|---|---|"]
     pairs = {key: d for key, d in results.items() if set(d) == set(CANDIDATES)}
+    expected = tasks * seeds
     for (task, seed, method), done in pairs.items():
         cur, sug = done["current"], done["suggested"]
         lines.append(
             f"| {task} | {seed} | {method} | {cur['select_score']:.3f} | "
             f"{sug['select_score']:.3f} | {sug['select_score'] - cur['select_score']:+.3f} | "
-            f"{bests[(task, method)]['valid_score']:.3f} | {cur['last_epoch']} / "
-            f"{sug['last_epoch']} | {cur['seconds'] / 60:.1f} / {sug['seconds'] / 60:.1f} |")
+            f"{bests[(task, method)]['valid_score']:.3f} | {cur['best_epoch']} / "
+            f"{cur['last_epoch']}; {sug['best_epoch']} / {sug['last_epoch']} | "
+            f"{cur['seconds'] / 60:.1f} / {sug['seconds'] / 60:.1f} |")
     lines += ["", "## Per method", ""]
     for method, params in suggestions.items():
         done = [d for (_, _, m), d in pairs.items() if m == method]
@@ -153,14 +158,26 @@ def report(results: dict, bests: dict, suggestions: dict, expected: int, command
         diffs = [d["suggested"]["select_score"] - d["current"]["select_score"] for d in done]
         better = sum(r["suggested"] < r["current"] for r in per_pair)
         worse = sum(r["suggested"] > r["current"] for r in per_pair)
-        adopt = mean["suggested"] < mean["current"]
         lines.append(f"  - mean rank current {mean['current']:.2f}, suggested "
                      f"{mean['suggested']:.2f}: suggested better on {better}, worse on {worse} of "
                      f"{len(done)} task and seed pairs, mean difference "
                      f"{statistics.mean(diffs):+.3f} (from {min(diffs):+.3f} to "
-                     f"{max(diffs):+.3f}): "
-                     + ("adopt the suggestion" if adopt else "keep the current defaults"))
+                     f"{max(diffs):+.3f}): " + verdict(done, better, worse, mean, seeds))
     return "\n".join(lines) + "\n"
+
+
+def verdict(done: list[dict], better: int, worse: int, mean: dict, seeds: int) -> str:
+    """What a method's defaults become, by the rule fixed before the check ran (README): on one
+    seed, a close call (wins and losses within one) or a collapse (the suggestion keeps the
+    untuned epoch 0 where the current defaults beat it) asks for more seeds first."""
+    collapsed = sum(d["suggested"]["best_epoch"] == 0 < d["current"]["best_epoch"]
+                    for d in done)
+    if seeds == 1 and (abs(better - worse) <= 1 or collapsed):
+        why = f"{collapsed} collapsed" if collapsed else "a close call"
+        return f"one seed is not enough here ({why}): run --seeds 1,2,3 before deciding"
+    if mean["suggested"] < mean["current"]:
+        return "adopt the suggestion"
+    return "keep the current defaults"
 
 
 @click.command()
@@ -204,7 +221,7 @@ def main(study: Path, out: Path, keep: Path, tasks: str, methods: str, size: str
     def record(key: tuple, candidate: str, done: dict) -> None:
         results.setdefault(key, {})[candidate] = done
         write_text(keep / "check.md",
-                   report(results, bests, suggestions, len(names) * len(drawn), command))
+                   report(results, bests, suggestions, len(names), len(drawn), command))
 
     results: dict = {}
     later = []  # runs another process was training: waited for once the rest are done
