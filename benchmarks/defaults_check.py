@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import statistics
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -43,6 +44,7 @@ from hear_contrastune.data.loading import DEFAULT_WORKERS
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.lock import exclusive
+from hear_contrastune.outputs import check_output_dir
 from hear_contrastune.search import Search, trial_config
 from hear_contrastune.training.build import run_differs, training_clips
 from hear_contrastune.training.config import BATCH_SIZE, M_PER_CLASS, TUNED_METHODS, TuneConfig
@@ -207,6 +209,11 @@ def main(study: Path, out: Path, keep: Path, tasks: str, methods: str, size: str
     except ValueError:
         raise click.BadParameter(f"{seeds!r}: seeds are integers, comma-separated",
                                  param_hint="--seeds") from None
+    try:  # the study is read: neither output may write into it
+        check_output_dir(out, "--out", [study])
+        check_output_dir(keep, "--keep", [study])
+    except UserError as e:
+        raise click.ClickException(str(e)) from None
     bests = finished_bests(study, trials)
     missing = [f"{t} / {m}" for t in names for m in chosen if (t, m) not in bests]
     if missing:
@@ -224,29 +231,41 @@ def main(study: Path, out: Path, keep: Path, tasks: str, methods: str, size: str
                    report(results, bests, suggestions, len(names), len(drawn), command))
 
     results: dict = {}
-    later = []  # runs another process was training: waited for once the rest are done
-    for name in names:  # a task is one chunk
+    try:
+        for key, candidate, done in check_runs(names, drawn, suggestions, out, keep, size,
+                                               epochs, device):
+            record(key, candidate, done)
+    except UserError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo((keep / "check.md").read_text())
+
+
+def check_runs(names: list[str], seeds: list[int], suggestions: dict, out: Path, keep: Path,
+               size: str, epochs: int, device: str | None) -> Iterator[tuple]:
+    """Each run of the check, as ((task, seed, method), candidate, done.json) once it is in:
+    a task is one chunk; runs another process holds are waited for after the rest."""
+    total = len(names) * len(seeds) * len(suggestions) * len(CANDIDATES)
+    count, later = 0, []
+    for name in names:
         task_dir = eval_tasks.build(name, out / "tasks", size=size)
-        for seed in drawn:
-            for method in chosen:
+        for seed in seeds:
+            for method, params in suggestions.items():
                 base = replace(study_base(task_dir, method, epochs), seed=seed)
-                for candidate, params in (("current", None), ("suggested", suggestions[method])):
-                    try:
-                        cfg = candidate_config(base, params)
-                    except UserError as e:
-                        raise click.ClickException(str(e)) from None
-                    click.echo(f"[{name} / seed {seed} / {method}] {candidate} ({digest(cfg)})")
+                for candidate, chosen in (("current", None), ("suggested", params)):
+                    cfg = candidate_config(base, chosen)
+                    count += 1
+                    click.echo(f"run {count} of {total}: [{name} / seed {seed} / {method}] "
+                               f"{candidate} ({digest(cfg)})")
                     job = (cfg, out / name / method / f"{candidate}-{digest(cfg)}",
                            keep / name / f"seed{seed}" / method / candidate)
                     done = claimed_run(*job, device, wait=False)
                     if done is None:
+                        click.echo("  another process is training it: taken up at the end")
                         later.append(((name, seed, method), candidate, job))
                     else:
-                        record((name, seed, method), candidate, done)
+                        yield (name, seed, method), candidate, done
     for key, candidate, job in later:
-        record(key, candidate, claimed_run(*job, device, wait=True))
-    click.echo((keep / "check.md").read_text())
-
+        yield key, candidate, claimed_run(*job, device, wait=True)
 
 if __name__ == "__main__":
     main()

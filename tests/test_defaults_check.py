@@ -30,6 +30,11 @@ def test_two_processes_share_the_check_and_a_new_machine_reuses_its_kept_runs(tm
     check = ("benchmarks/defaults_check.py", "--study", str(study), "--out", str(out), "--keep",
              str(keep), *tiny)
 
+    inside = run("benchmarks/defaults_check.py", "--study", str(study), "--out", str(out),
+                 "--keep", str(study / "check"), *tiny, "--trials", "2")
+    assert inside.returncode == 1 and "--keep" in inside.stderr and "overlaps the input" in \
+        inside.stderr and not (study / "check").exists()
+
     early = run(*check, "--trials", "3")  # the study ran 2 trials: not finished for 3
     assert early.returncode == 1
     assert early.stderr.strip().splitlines()[-1] == (
