@@ -28,10 +28,11 @@ machine, a fresh checkout). Only valid is read.
 import hashlib
 import json
 import logging
+import shutil
 import statistics
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -39,15 +40,27 @@ import optuna
 from tuning_study import ORDER, finished_bests, medians, shown, study_base
 
 import eval_tasks
-from hear_contrastune.atomic import write_bytes, write_text
+from hear_contrastune.atomic import atomic_dir, read_json_or_none, write_text
 from hear_contrastune.data.loading import DEFAULT_WORKERS
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
 from hear_contrastune.lock import exclusive
 from hear_contrastune.outputs import check_output_dir
-from hear_contrastune.search import Search, trial_config
-from hear_contrastune.training.build import run_differs, training_clips
-from hear_contrastune.training.config import BATCH_SIZE, M_PER_CLASS, TUNED_METHODS, TuneConfig
+from hear_contrastune.search import (
+    SEARCH_FILE,
+    Search,
+    compute_seconds,
+    identity_differs,
+    trial_config,
+)
+from hear_contrastune.training.build import run_differs, run_record, training_clips
+from hear_contrastune.training.config import (
+    BATCH_SIZE,
+    DEFAULTS,
+    M_PER_CLASS,
+    TUNED_METHODS,
+    TuneConfig,
+)
 from hear_contrastune.training.loop import tune
 from hear_contrastune.training.search_space import SPACE
 
@@ -85,10 +98,26 @@ def candidate_config(base: TuneConfig, params: dict | None) -> TuneConfig:
     return training_clips(cfg, task).cfg.resolved()  # batch fitted: as config.json records it
 
 
-def digest(cfg: TuneConfig) -> str:
-    """A short name for what a run runs (its options, not its task's path)."""
-    options = {k: v for k, v in asdict(cfg).items() if k != "task_dir"}
-    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+def check_study_base(study: Path, name: str, method: str, base: TuneConfig,
+                     task_key: str) -> None:
+    """Refuse to check from another base than the study searched from (another --epochs or
+    --size, or a study made by other code): the candidates would not be what it compared."""
+    held = read_json_or_none(study / name / method / SEARCH_FILE) or {}
+    differ = identity_differs(held, Search(base, {}, Path(), 1).identity(task_key))
+    if "task_key" in differ and not str(held.get("task_key", "")).startswith("sha256:"):
+        differ.remove("task_key")  # gm-program's searches, made before ea738df
+        click.echo(f"note: {name} / {method} was searched when a task's key was not yet its "
+                   "audio's bytes: its task contents cannot be checked against today's")
+    if differ:
+        raise UserError(f"--study {study}: {name} / {method} was searched on another base "
+                        f"(differs in {', '.join(differ)}); give the study's --size and "
+                        "--epochs")
+
+
+def digest(cfg: TuneConfig, task_key: str) -> str:
+    """A short name for what a run runs: its options and its task's contents (not paths)."""
+    record = {k: v for k, v in run_record(cfg, task_key).items() if k != "task_dir"}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def claimed_run(cfg: TuneConfig, out: Path, kept: Path, device: str | None,
@@ -105,17 +134,19 @@ def claimed_run(cfg: TuneConfig, out: Path, kept: Path, device: str | None,
 
 
 def check_run(cfg: TuneConfig, out: Path, kept: Path, device: str | None) -> dict:
-    """The run's done.json: the kept one where it is this run on these task contents, else
-    trained (or resumed) in out and its small outputs copied to kept."""
+    """The run's done.json with its compute seconds: the kept run where it is this run on
+    these task contents, else trained (or resumed) in out and its small outputs kept, the
+    folder replaced whole (a kill never leaves one run's config beside another's result)."""
     task_key = load_task(cfg.task_dir).content_key()
-    if (kept / "done.json").is_file() and (kept / "config.json").is_file() and not run_differs(
-            json.loads((kept / "config.json").read_text()), cfg, task_key):
-        return json.loads((kept / "done.json").read_text())
-    tune(cfg, out, device, DEFAULT_WORKERS)
-    kept.mkdir(parents=True, exist_ok=True)
-    for file in KEPT_FILES:  # done.json last: a kept run is whole once it is there
-        write_bytes(kept / file, (out / file).read_bytes())
-    return json.loads((out / "done.json").read_text())
+    held = read_json_or_none(kept / "config.json")
+    if not ((kept / "done.json").is_file() and held and not run_differs(held, cfg, task_key)):
+        tune(cfg, out, device, DEFAULT_WORKERS)
+        with atomic_dir(kept) as tmp:
+            for file in KEPT_FILES:
+                shutil.copyfile(out / file, tmp / file)
+    # the epochs' logged seconds: done.json's wall time counts only a resumed run's last process
+    return {**json.loads((kept / "done.json").read_text()),
+            "compute_seconds": compute_seconds(kept)}
 
 
 def ranks(scores: dict[str, float]) -> dict[str, float]:
@@ -134,8 +165,8 @@ def report(results: dict, bests: dict, suggestions: dict, tasks: int, seeds: int
     lines = ["# Do the suggested defaults hold up? (valid splits only)", "",
              f"    {command}", "",
              "| task | seed | method | current | suggested | difference | search's best (seed 0,"
-             " max of its trials) | kept / last epoch, current; suggested | minutes current / "
-             "suggested |",
+             " max of its trials) | kept / last epoch, current; suggested | minutes (epochs and "
+             "selection logged) current / suggested |",
              "|---|---:|---|---:|---:|---:|---:|---|---|"]
     pairs = {key: d for key, d in results.items() if set(d) == set(CANDIDATES)}
     expected = tasks * seeds
@@ -146,7 +177,7 @@ def report(results: dict, bests: dict, suggestions: dict, tasks: int, seeds: int
             f"{sug['select_score']:.3f} | {sug['select_score'] - cur['select_score']:+.3f} | "
             f"{bests[(task, method)]['valid_score']:.3f} | {cur['best_epoch']} / "
             f"{cur['last_epoch']}; {sug['best_epoch']} / {sug['last_epoch']} | "
-            f"{cur['seconds'] / 60:.1f} / {sug['seconds'] / 60:.1f} |")
+            f"{cur['compute_seconds'] / 60:.1f} / {sug['compute_seconds'] / 60:.1f} |")
     lines += ["", "## Per method", ""]
     for method, params in suggestions.items():
         done = [d for (_, _, m), d in pairs.items() if m == method]
@@ -182,6 +213,16 @@ def verdict(done: list[dict], better: int, worse: int, mean: dict, seeds: int) -
     return "keep the current defaults"
 
 
+def listed(value: str, option: str) -> list[str]:
+    """A comma-separated option's items: at least one, none twice (a repeated seed would
+    leave its pairs short of the count a verdict waits for)."""
+    items = [v for v in value.split(",") if v]
+    if not items or len(set(items)) < len(items):
+        raise click.BadParameter(f"{value!r}: give one or more, comma-separated, none twice",
+                                 param_hint=option)
+    return items
+
+
 @click.command()
 @click.option("--study", required=True, type=click.Path(path_type=Path),
               help="The tuning study's kept folder (tuning_study.py --keep).")
@@ -192,8 +233,8 @@ def verdict(done: list[dict], better: int, worse: int, mean: dict, seeds: int) -
 @click.option("--tasks", default=",".join(ORDER), show_default=True)
 @click.option("--methods", default=",".join(TUNED_METHODS), show_default=True)
 @click.option("--size", default="full", show_default=True, type=click.Choice(["small", "full"]))
-@click.option("--epochs", default=30, show_default=True, type=int,
-              help="As the study's searches ran.")
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int,
+              help="As the study's searches ran (checked against its search.json).")
 @click.option("--trials", default=12, show_default=True, type=int,
               help="The study's trials per search: a search with fewer is not finished.")
 @click.option("--seeds", default="1", show_default=True,
@@ -202,16 +243,15 @@ def verdict(done: list[dict], better: int, worse: int, mean: dict, seeds: int) -
 def main(study: Path, out: Path, keep: Path, tasks: str, methods: str, size: str, epochs: int,
          trials: int, seeds: str, device: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    names = [t for t in tasks.split(",") if t]
-    chosen = [m for m in methods.split(",") if m]
+    names, chosen = listed(tasks, "--tasks"), listed(methods, "--methods")
     try:
-        drawn = [int(s) for s in seeds.split(",") if s]
+        drawn = [int(s) for s in listed(seeds, "--seeds")]
     except ValueError:
         raise click.BadParameter(f"{seeds!r}: seeds are integers, comma-separated",
                                  param_hint="--seeds") from None
-    try:  # the study is read: neither output may write into it
+    try:  # the study is read: no output may write into it, nor the two into each other
         check_output_dir(out, "--out", [study])
-        check_output_dir(keep, "--keep", [study])
+        check_output_dir(keep, "--keep", [study, out])
     except UserError as e:
         raise click.ClickException(str(e)) from None
     bests = finished_bests(study, trials)
@@ -232,31 +272,35 @@ def main(study: Path, out: Path, keep: Path, tasks: str, methods: str, size: str
 
     results: dict = {}
     try:
-        for key, candidate, done in check_runs(names, drawn, suggestions, out, keep, size,
-                                               epochs, device):
+        for key, candidate, done in check_runs(study, names, drawn, suggestions, out, keep,
+                                               size, epochs, device):
             record(key, candidate, done)
     except UserError as e:
         raise click.ClickException(str(e)) from None
     click.echo((keep / "check.md").read_text())
 
 
-def check_runs(names: list[str], seeds: list[int], suggestions: dict, out: Path, keep: Path,
-               size: str, epochs: int, device: str | None) -> Iterator[tuple]:
+def check_runs(study: Path, names: list[str], seeds: list[int], suggestions: dict, out: Path,
+               keep: Path, size: str, epochs: int, device: str | None) -> Iterator[tuple]:
     """Each run of the check, as ((task, seed, method), candidate, done.json) once it is in:
     a task is one chunk; runs another process holds are waited for after the rest."""
     total = len(names) * len(seeds) * len(suggestions) * len(CANDIDATES)
     count, later = 0, []
     for name in names:
         task_dir = eval_tasks.build(name, out / "tasks", size=size)
+        task_key = load_task(task_dir).content_key()
+        for method in suggestions:
+            check_study_base(study, name, method, study_base(task_dir, method, epochs), task_key)
         for seed in seeds:
             for method, params in suggestions.items():
                 base = replace(study_base(task_dir, method, epochs), seed=seed)
                 for candidate, chosen in (("current", None), ("suggested", params)):
                     cfg = candidate_config(base, chosen)
                     count += 1
+                    named = f"{candidate}-{digest(cfg, task_key)}"
                     click.echo(f"run {count} of {total}: [{name} / seed {seed} / {method}] "
-                               f"{candidate} ({digest(cfg)})")
-                    job = (cfg, out / name / method / f"{candidate}-{digest(cfg)}",
+                               f"{named}")
+                    job = (cfg, out / name / method / named,
                            keep / name / f"seed{seed}" / method / candidate)
                     done = claimed_run(*job, device, wait=False)
                     if done is None:

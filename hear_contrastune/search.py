@@ -119,17 +119,25 @@ def study_for(search: Search, task_key: str) -> optuna.Study:
     held = read_json_or_none(search.out / SEARCH_FILE)
     if held is None:
         write_json(search.out / SEARCH_FILE, identity)
-    else:  # a search begun before an option existed ran with its earlier value
-        base = held_config(held.get("base", {}))
-        held = {**held, "base": {k: v for k, v in base.items() if k != "task_dir"}}
-        if held != identity:
-            differ = sorted(k for k in identity if held.get(k) != identity[k])
+    else:
+        differ = identity_differs(held, identity)
+        if differ:
             raise UserError(f"--out {search.out}: holds another search (differs in "
                             f"{', '.join(differ)}); choose another --out")
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(search.out / JOURNAL_FILE)))
     return optuna.create_study(study_name="search", storage=storage, direction="maximize",
                                pruner=rung_pruner(search.base.epochs), load_if_exists=True)
+
+
+def identity_differs(held: dict, identity: dict) -> list[str]:
+    """What a recorded search (search.json) differs in from this one (`Search.identity`), a
+    base option named as base.NAME; [] when they are the same study. A search begun before an
+    option existed ran with its earlier value (held_config)."""
+    base = {k: v for k, v in held_config(held.get("base", {})).items() if k != "task_dir"}
+    differ = [k for k in identity if k != "base" and held.get(k) != identity[k]]
+    differ += [f"base.{k}" for k in identity["base"] if base.get(k) != identity["base"][k]]
+    return sorted(differ)
 
 
 def rung_pruner(epochs: int) -> optuna.pruners.BasePruner:

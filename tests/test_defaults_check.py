@@ -1,10 +1,13 @@
 """benchmarks/defaults_check.py: the study's suggestion against the current defaults, on a tiny
 study built by eval_tasks; a run kept in KEEP is not trained again on a machine without OUT."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +37,11 @@ def test_two_processes_share_the_check_and_a_new_machine_reuses_its_kept_runs(tm
                  "--keep", str(study / "check"), *tiny, "--trials", "2")
     assert inside.returncode == 1 and "--keep" in inside.stderr and "overlaps the input" in \
         inside.stderr and not (study / "check").exists()
+
+    for bad, message in ((("--seeds", "1,1"), "--seeds"), (("--epochs", "3"), "base.epochs")):
+        refused = run(*check, "--trials", "2", *bad)  # a later --epochs wins over tiny's
+        assert refused.returncode == 2 - (bad[0] == "--epochs"), refused.stderr
+        assert message in refused.stderr.strip().splitlines()[-1]
 
     early = run(*check, "--trials", "3")  # the study ran 2 trials: not finished for 3
     assert early.returncode == 1
@@ -65,6 +73,16 @@ def test_two_processes_share_the_check_and_a_new_machine_reuses_its_kept_runs(tm
     assert again.returncode == 0, again.stderr[-3000:]
     assert run_folders(out) == []  # nothing trained: both runs read from KEEP
     assert (keep / "check.md").read_text() == table
+
+    best = study / "gm-program" / "contrastive" / "best.json"  # the suggestion changes
+    doc = json.loads(best.read_text())
+    doc["params"]["weight_decay"] = 0.05
+    best.write_text(json.dumps(doc))
+    changed = run(*check, "--trials", "2")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert [r.split("-")[0] for r in run_folders(out)] == ["suggested"]  # only it trained again
+    kept = keep / "gm-program" / "seed1" / "contrastive" / "suggested"
+    assert json.loads((kept / "config.json").read_text())["weight_decay"] == pytest.approx(0.05)
 
 
 def test_a_tied_choice_goes_to_the_value_nearest_the_current_default(monkeypatch):
@@ -98,3 +116,11 @@ def test_one_seed_decides_only_a_clear_call_without_a_collapse(monkeypatch):
     assert "1 collapsed" in verdict([pair(20, 0)] + good[1:], 5, 1, ahead, seeds=1)
     assert verdict([pair(0, 0)] + good[1:], 5, 1, ahead, seeds=1) == "adopt the suggestion"
     assert verdict(good, 3, 2, ahead, seeds=3) == "adopt the suggestion"  # more seeds: the rank
+
+
+def test_scores_within_the_tie_share_their_ranks(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from defaults_check import ranks
+
+    assert ranks({"current": 0.70, "suggested": 0.75}) == {"current": 2, "suggested": 1}
+    assert ranks({"current": 0.7500, "suggested": 0.7503}) == {"current": 1.5, "suggested": 1.5}
