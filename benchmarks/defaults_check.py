@@ -4,25 +4,26 @@ study task beside the current defaults, on valid only, with seeds no search used
 A search's best is the highest of 12 noisy trials on one task (optimistic), and the study's
 suggestion, the median over tasks of each parameter's best value (benchmarks/tuning_study.py),
 can combine a high learning rate with a short warm-up that no task tried together. So before it
-becomes a default, each method's suggestion and the current defaults train on every task
-(`--seeds`, 1 by default; the searches trained seed 0) from the study's own base (its fold
-roles, epochs, every epoch scored, patience), and are ranked on each task and seed by the valid
-score of the kept epoch. The suggestion with the better mean rank over them is what the
-defaults become; a tie keeps the current ones. A choice whose most common values tie
-(m_per_class 4 or 8) takes the one nearest the current default, so a tie changes nothing it
-need not.
+becomes a default, three candidates train on every task (`--seeds`, 1 by default; the searches
+trained seed 0) from the study's own base (its fold roles, epochs, every epoch scored,
+patience): the current defaults, the suggestion, and the suggestion at `--shorter` epochs (the
+cheaper default, if it does as well). They are ranked on each task and seed by the valid score
+of the kept epoch; the best mean rank is what the defaults become, a tie going to the current
+ones, then to fewer epochs. A choice whose most common values tie (m_per_class 4 or 8) takes
+the one nearest the current default, so a tie changes nothing it need not.
 
     python benchmarks/defaults_check.py --study docs/tuning-study --out runs/defaults-check \\
         --keep docs/defaults-check
 
-Cost: tasks x seeds x methods x 2 runs of at most `--epochs` epochs (patience stops most
-earlier). Each run is an ordinary `tune` folder in OUT/<task>/<method>/<candidate>-<digest>/,
-named by what it runs (seed included), so a changed suggestion is a new run and a killed one
-resumes. Two processes running the same command share the runs (one thread each on 2 cores, as
-the study ran). After each run its small outputs (config.json, done.json, epochs.csv; never
-checkpoints) go to KEEP/<task>/seed<N>/<method>/<candidate>/ and KEEP/check.md is rewritten; a
-run kept there for the same configuration and task contents is not trained again (a new
-machine, a fresh checkout). Only valid is read.
+Cost: tasks x seeds x methods x 3 runs of at most `--epochs` (or `--shorter`) epochs (patience
+stops most earlier). Each run is an ordinary `tune` folder in
+OUT/<task>/<method>/<candidate>-<digest>/, named by what it runs (options, seed and task
+contents), so a changed suggestion is a new run and a killed one resumes. Two processes running
+the same command share the runs (one thread each on 2 cores, as the study ran). After each run
+its small outputs (config.json, done.json, epochs.csv; never checkpoints) replace
+KEEP/<task>/seed<N>/<method>/<candidate>/ whole and KEEP/check.md is rewritten; a run kept
+there for the same configuration and task contents is not trained again (a new machine, a
+fresh checkout). Only valid is read.
 """
 
 import hashlib
@@ -32,7 +33,7 @@ import shutil
 import statistics
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -64,7 +65,6 @@ from hear_contrastune.training.config import (
 from hear_contrastune.training.loop import tune
 from hear_contrastune.training.search_space import SPACE
 
-CANDIDATES = ("current", "suggested")
 KEPT_FILES = ("config.json", "done.json", "epochs.csv")
 # What an unset choice of the search space resolves to today, to break a tie toward it.
 CURRENT_CHOICE = {"batch_size": BATCH_SIZE, "m_per_class": M_PER_CLASS, "xbm_batches": 0}
@@ -156,61 +156,95 @@ def ranks(scores: dict[str, float]) -> dict[str, float]:
             for c, s in scores.items()}
 
 
-def report(results: dict, bests: dict, suggestions: dict, tasks: int, seeds: int,
-           command: str) -> str:
-    """check.md: per task, seed and method the two candidates' valid scores, kept and last
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration the check trains on every task: the current defaults (params None),
+    or the suggestion, at the study's epochs or fewer."""
+
+    name: str
+    params: dict | None
+    epochs: int
+
+
+def lineup(suggested: dict, epochs: int, shorter: int) -> list[Candidate]:
+    """The candidates for one method; `shorter` > 0 adds the suggestion at that many epochs
+    (its warm-up the same fraction of them), the cheaper default if it ranks as well."""
+    out = [Candidate("current", None, epochs), Candidate("suggested", suggested, epochs)]
+    if shorter:
+        out.append(Candidate(f"suggested-{shorter}ep", suggested, shorter))
+    return out
+
+
+def report(results: dict, bests: dict, lineups: dict[str, list[Candidate]], tasks: int,
+           seeds: int, command: str) -> str:
+    """check.md: per task, seed and method each candidate's valid score, rank, kept and last
     epochs and minutes beside the search's best (a kept epoch 0 is a run that never beat the
-    untuned encoder); per method the mean rank over (task, seed) pairs, once all
-    `expected` pairs are in, and what the defaults become."""
+    untuned encoder); per method, once all task and seed pairs are in, the mean ranks and
+    what the defaults become."""
     lines = ["# Do the suggested defaults hold up? (valid splits only)", "",
              f"    {command}", "",
-             "| task | seed | method | current | suggested | difference | search's best (seed 0,"
-             " max of its trials) | kept / last epoch, current; suggested | minutes (epochs and "
-             "selection logged) current / suggested |",
-             "|---|---:|---|---:|---:|---:|---:|---|---|"]
-    pairs = {key: d for key, d in results.items() if set(d) == set(CANDIDATES)}
-    expected = tasks * seeds
+             "| task | seed | method | candidate | valid | rank | kept / last epoch | minutes "
+             "(epochs and selection logged) | search's best (seed 0, max of its trials) |",
+             "|---|---:|---|---|---:|---:|---|---:|---:|"]
+    pairs = {key: d for key, d in results.items()
+             if set(d) == {c.name for c in lineups[key[2]]}}
     for (task, seed, method), done in pairs.items():
-        cur, sug = done["current"], done["suggested"]
-        lines.append(
-            f"| {task} | {seed} | {method} | {cur['select_score']:.3f} | "
-            f"{sug['select_score']:.3f} | {sug['select_score'] - cur['select_score']:+.3f} | "
-            f"{bests[(task, method)]['valid_score']:.3f} | {cur['best_epoch']} / "
-            f"{cur['last_epoch']}; {sug['best_epoch']} / {sug['last_epoch']} | "
-            f"{cur['compute_seconds'] / 60:.1f} / {sug['compute_seconds'] / 60:.1f} |")
+        rank = ranks({c: d["select_score"] for c, d in done.items()})
+        lines += [f"| {task} | {seed} | {method} | {c.name} | {done[c.name]['select_score']:.3f} "
+                  f"| {rank[c.name]:g} | {done[c.name]['best_epoch']} / "
+                  f"{done[c.name]['last_epoch']} | {done[c.name]['compute_seconds'] / 60:.1f} | "
+                  f"{bests[(task, method)]['valid_score']:.3f} |" for c in lineups[method]]
     lines += ["", "## Per method", ""]
-    for method, params in suggestions.items():
+    for method, candidates in lineups.items():
         done = [d for (_, _, m), d in pairs.items() if m == method]
         lines.append(f"- {method}: suggested " + ", ".join(
-            f"{k} {shown(v)}" for k, v in params.items()) + ".")
-        if len(done) < expected:
-            lines.append(f"  - {len(done)} of {expected} task and seed pairs in: no verdict yet")
+            f"{k} {shown(v)}" for k, v in candidates[1].params.items()) + ".")
+        if len(done) < tasks * seeds:
+            lines.append(f"  - {len(done)} of {tasks * seeds} task and seed pairs in: no "
+                         "verdict yet")
             continue
-        per_pair = [ranks({c: d[c]["select_score"] for c in CANDIDATES}) for d in done]
-        mean = {c: statistics.mean(r[c] for r in per_pair) for c in CANDIDATES}
-        diffs = [d["suggested"]["select_score"] - d["current"]["select_score"] for d in done]
-        better = sum(r["suggested"] < r["current"] for r in per_pair)
-        worse = sum(r["suggested"] > r["current"] for r in per_pair)
-        lines.append(f"  - mean rank current {mean['current']:.2f}, suggested "
-                     f"{mean['suggested']:.2f}: suggested better on {better}, worse on {worse} of "
-                     f"{len(done)} task and seed pairs, mean difference "
-                     f"{statistics.mean(diffs):+.3f} (from {min(diffs):+.3f} to "
-                     f"{max(diffs):+.3f}): " + verdict(done, better, worse, mean, seeds))
+        for c in candidates:
+            scores = [d[c.name]["select_score"] - d["current"]["select_score"] for d in done]
+            minutes = statistics.mean(d[c.name]["compute_seconds"] for d in done) / 60
+            lines.append(f"  - {c.name}: mean rank {mean_rank(done, candidates, c):.2f}, "
+                         f"valid {statistics.mean(scores):+.3f} on average against current "
+                         f"(from {min(scores):+.3f} to {max(scores):+.3f}), {minutes:.1f} "
+                         "minutes a run on average")
+        lines.append(f"  - {verdict(done, candidates, seeds)}")
     return "\n".join(lines) + "\n"
 
 
-def verdict(done: list[dict], better: int, worse: int, mean: dict, seeds: int) -> str:
-    """What a method's defaults become, by the rule fixed before the check ran (README): on one
-    seed, a close call (wins and losses within one) or a collapse (the suggestion keeps the
-    untuned epoch 0 where the current defaults beat it) asks for more seeds first."""
-    collapsed = sum(d["suggested"]["best_epoch"] == 0 < d["current"]["best_epoch"]
-                    for d in done)
-    if seeds == 1 and (abs(better - worse) <= 1 or collapsed):
+def mean_rank(done: list[dict], candidates: list[Candidate], c: Candidate) -> float:
+    """A candidate's rank among `candidates`, averaged over the task and seed pairs."""
+    return statistics.mean(ranks({o.name: d[o.name]["select_score"] for o in candidates})[c.name]
+                           for d in done)
+
+
+def verdict(done: list[dict], candidates: list[Candidate], seeds: int) -> str:
+    """What a method's defaults become, by the rule fixed before the check ran (README): the
+    best mean rank, a tie going to the current defaults, then to fewer epochs (the suggestion
+    at fewer epochs is taken if it ranks as well). On one seed, a close call between the
+    current defaults and the suggestion (the first of them ahead of the best of the other on
+    at most one pair more than it is behind) or a collapse of the first (it keeps the untuned
+    epoch 0 where the current defaults beat it) asks for more seeds first."""
+    order = sorted(candidates, key=lambda c: (mean_rank(done, candidates, c),
+                                              c.params is not None, c.epochs))
+    first = order[0]
+    rival = next(c for c in order if (c.params is None) != (first.params is None))
+    rank = [ranks({c.name: d[c.name]["select_score"] for c in candidates}) for d in done]
+    ahead = sum(r[first.name] < r[rival.name] for r in rank)
+    behind = sum(r[first.name] > r[rival.name] for r in rank)
+    collapsed = 0 if first.params is None else sum(
+        d[first.name]["best_epoch"] == 0 < d["current"]["best_epoch"] for d in done)
+    told = (f"{first.name} first, ahead of {rival.name} on {ahead} pairs and behind on "
+            f"{behind}")
+    if seeds == 1 and (abs(ahead - behind) <= 1 or collapsed):
         why = f"{collapsed} collapsed" if collapsed else "a close call"
-        return f"one seed is not enough here ({why}): run --seeds 1,2,3 before deciding"
-    if mean["suggested"] < mean["current"]:
-        return "adopt the suggestion"
-    return "keep the current defaults"
+        return f"{told}: one seed is not enough here ({why}); run --seeds 1,2,3 before deciding"
+    if first.params is None:
+        return f"{told}: keep the current defaults"
+    return f"{told}: adopt the suggestion" + (
+        f" at {first.epochs} epochs" if first.epochs != candidates[0].epochs else "")
 
 
 def listed(value: str, option: str) -> list[str]:
@@ -239,9 +273,11 @@ def listed(value: str, option: str) -> list[str]:
               help="The study's trials per search: a search with fewer is not finished.")
 @click.option("--seeds", default="1", show_default=True,
               help="Seeds of every run, comma-separated (the searches trained seed 0).")
+@click.option("--shorter", default=15, show_default=True, type=int,
+              help="Also train the suggestion for this many epochs (0: not).")
 @click.option("--device", default=None)
 def main(study: Path, out: Path, keep: Path, tasks: str, methods: str, size: str, epochs: int,
-         trials: int, seeds: str, device: str | None) -> None:
+         trials: int, seeds: str, shorter: int, device: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names, chosen = listed(tasks, "--tasks"), listed(methods, "--methods")
     try:
@@ -249,6 +285,9 @@ def main(study: Path, out: Path, keep: Path, tasks: str, methods: str, size: str
     except ValueError:
         raise click.BadParameter(f"{seeds!r}: seeds are integers, comma-separated",
                                  param_hint="--seeds") from None
+    if not 0 <= shorter < epochs:
+        raise click.BadParameter(f"{shorter}: fewer epochs than --epochs {epochs}, or 0",
+                                 param_hint="--shorter")
     try:  # the study is read: no output may write into it, nor the two into each other
         check_output_dir(out, "--out", [study])
         check_output_dir(keep, "--keep", [study, out])
@@ -260,56 +299,60 @@ def main(study: Path, out: Path, keep: Path, tasks: str, methods: str, size: str
         raise click.ClickException(f"--study {study}: no finished search ({trials} trials) for "
                                    f"{', '.join(missing)}; the suggestion needs every task's")
     bests = {(t, m): bests[(t, m)] for t in names for m in chosen}
-    suggestions = {m: suggestion(bests, m, names) for m in chosen}
+    lineups = {m: lineup(suggestion(bests, m, names), epochs, shorter) for m in chosen}
     command = (f"python benchmarks/defaults_check.py --study {study} --out {out} --keep {keep}"
                f" --tasks {','.join(names)} --methods {','.join(chosen)} --size {size} "
-               f"--epochs {epochs} --trials {trials} --seeds {','.join(map(str, drawn))}")
+               f"--epochs {epochs} --trials {trials} --seeds {','.join(map(str, drawn))} "
+               f"--shorter {shorter}")
 
     def record(key: tuple, candidate: str, done: dict) -> None:
         results.setdefault(key, {})[candidate] = done
         write_text(keep / "check.md",
-                   report(results, bests, suggestions, len(names), len(drawn), command))
+                   report(results, bests, lineups, len(names), len(drawn), command))
 
     results: dict = {}
     try:
-        for key, candidate, done in check_runs(study, names, drawn, suggestions, out, keep,
-                                               size, epochs, device):
+        for key, candidate, done in check_runs(study, names, drawn, lineups, out, keep, size,
+                                               epochs, device):
             record(key, candidate, done)
     except UserError as e:
         raise click.ClickException(str(e)) from None
     click.echo((keep / "check.md").read_text())
 
 
-def check_runs(study: Path, names: list[str], seeds: list[int], suggestions: dict, out: Path,
-               keep: Path, size: str, epochs: int, device: str | None) -> Iterator[tuple]:
-    """Each run of the check, as ((task, seed, method), candidate, done.json) once it is in:
-    a task is one chunk; runs another process holds are waited for after the rest."""
-    total = len(names) * len(seeds) * len(suggestions) * len(CANDIDATES)
+def check_runs(study: Path, names: list[str], seeds: list[int],
+               lineups: dict[str, list[Candidate]], out: Path, keep: Path, size: str,
+               epochs: int, device: str | None) -> Iterator[tuple]:
+    """Each run of the check, as ((task, seed, method), candidate name, done.json) once it is
+    in: a task is one chunk; runs another process holds are waited for after the rest."""
+    total = len(names) * len(seeds) * sum(map(len, lineups.values()))
     count, later = 0, []
     for name in names:
         task_dir = eval_tasks.build(name, out / "tasks", size=size)
         task_key = load_task(task_dir).content_key()
-        for method in suggestions:
+        for method in lineups:
             check_study_base(study, name, method, study_base(task_dir, method, epochs), task_key)
         for seed in seeds:
-            for method, params in suggestions.items():
-                base = replace(study_base(task_dir, method, epochs), seed=seed)
-                for candidate, chosen in (("current", None), ("suggested", params)):
-                    cfg = candidate_config(base, chosen)
+            for method, candidates in lineups.items():
+                for candidate in candidates:
+                    base = replace(study_base(task_dir, method, epochs), seed=seed,
+                                   epochs=candidate.epochs)
+                    cfg = candidate_config(base, candidate.params)
                     count += 1
-                    named = f"{candidate}-{digest(cfg, task_key)}"
+                    named = f"{candidate.name}-{digest(cfg, task_key)}"
                     click.echo(f"run {count} of {total}: [{name} / seed {seed} / {method}] "
                                f"{named}")
                     job = (cfg, out / name / method / named,
-                           keep / name / f"seed{seed}" / method / candidate)
+                           keep / name / f"seed{seed}" / method / candidate.name)
                     done = claimed_run(*job, device, wait=False)
                     if done is None:
                         click.echo("  another process is training it: taken up at the end")
-                        later.append(((name, seed, method), candidate, job))
+                        later.append(((name, seed, method), candidate.name, job))
                     else:
-                        yield (name, seed, method), candidate, done
+                        yield (name, seed, method), candidate.name, done
     for key, candidate, job in later:
         yield key, candidate, claimed_run(*job, device, wait=True)
+
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def run_folders(out: Path) -> list[str]:
     """The check's run folders for gm-program / contrastive (not the claims' lock files)."""
-    return sorted(p.name for p in (out / "gm-program" / "contrastive").iterdir()
+    return sorted(p.name.rsplit("-", 1)[0] for p in (out / "gm-program" / "contrastive").iterdir()
                   if not p.name.startswith("."))
 
 
@@ -31,10 +31,10 @@ def test_two_processes_share_the_check_and_a_new_machine_reuses_its_kept_runs(tm
                str(study), "--trials", "2", *tiny)
     assert made.returncode == 0, made.stderr[-3000:]
     check = ("benchmarks/defaults_check.py", "--study", str(study), "--out", str(out), "--keep",
-             str(keep), *tiny)
+             str(keep), *tiny, "--shorter", "1")
 
     inside = run("benchmarks/defaults_check.py", "--study", str(study), "--out", str(out),
-                 "--keep", str(study / "check"), *tiny, "--trials", "2")
+                 "--keep", str(study / "check"), *tiny, "--trials", "2", "--shorter", "1")
     assert inside.returncode == 1 and "--keep" in inside.stderr and "overlaps the input" in \
         inside.stderr and not (study / "check").exists()
 
@@ -57,13 +57,14 @@ def test_two_processes_share_the_check_and_a_new_machine_reuses_its_kept_runs(tm
         out_text, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err[-3000:]
         logs.append(out_text + err)
-    # two processes share the runs: each of the two trained once (its last epoch logged once)
-    assert sum(log.count("epoch 2: loss") for log in logs) == 2
+    # two processes share the runs: each of the three trained once (each epoch logged once)
+    assert sum(log.count("epoch 1: loss") for log in logs) == 3
+    assert sum(log.count("epoch 2: loss") for log in logs) == 2  # suggested-1ep: 1 epoch
     table = (keep / "check.md").read_text()
     assert "| gm-program | 1 | contrastive |" in table
     assert "one seed is not enough here (a close call)" in table  # one task: always close
-    assert [r.split("-")[0] for r in run_folders(out)] == ["current", "suggested"]
-    for candidate in ("current", "suggested"):
+    assert run_folders(out) == ["current", "suggested", "suggested-1ep"]
+    for candidate in ("current", "suggested", "suggested-1ep"):
         kept = keep / "gm-program" / "seed1" / "contrastive" / candidate
         assert sorted(p.name for p in kept.iterdir()) == ["config.json", "done.json",
                                                           "epochs.csv"]
@@ -80,7 +81,7 @@ def test_two_processes_share_the_check_and_a_new_machine_reuses_its_kept_runs(tm
     best.write_text(json.dumps(doc))
     changed = run(*check, "--trials", "2")
     assert changed.returncode == 0, changed.stderr[-3000:]
-    assert [r.split("-")[0] for r in run_folders(out)] == ["suggested"]  # only it trained again
+    assert run_folders(out) == ["suggested", "suggested-1ep"]  # only they trained again
     kept = keep / "gm-program" / "seed1" / "contrastive" / "suggested"
     assert json.loads((kept / "config.json").read_text())["weight_decay"] == pytest.approx(0.05)
 
@@ -101,21 +102,30 @@ def test_a_tied_choice_goes_to_the_value_nearest_the_current_default(monkeypatch
     assert suggestion(bests, "finetune", ["a", "b"])["m_per_class"] == 4  # 4 and 8 tie
 
 
-def test_one_seed_decides_only_a_clear_call_without_a_collapse(monkeypatch):
+def test_the_verdict_follows_the_rule_fixed_before_the_check(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from defaults_check import verdict
+    from defaults_check import Candidate, verdict
 
-    def pair(current: int, suggested: int) -> dict:  # the kept epochs
-        return {"current": {"best_epoch": current}, "suggested": {"best_epoch": suggested}}
+    lineup = [Candidate("current", None, 30), Candidate("suggested", {"lr": 1}, 30),
+              Candidate("suggested-15ep", {"lr": 1}, 15)]
 
-    good = [pair(20, 18)] * 7
-    ahead, behind = {"current": 1.8, "suggested": 1.2}, {"current": 1.2, "suggested": 1.8}
-    assert verdict(good, 5, 1, ahead, seeds=1) == "adopt the suggestion"
-    assert verdict(good, 1, 5, behind, seeds=1) == "keep the current defaults"
-    assert "close call" in verdict(good, 3, 2, ahead, seeds=1)
-    assert "1 collapsed" in verdict([pair(20, 0)] + good[1:], 5, 1, ahead, seeds=1)
-    assert verdict([pair(0, 0)] + good[1:], 5, 1, ahead, seeds=1) == "adopt the suggestion"
-    assert verdict(good, 3, 2, ahead, seeds=3) == "adopt the suggestion"  # more seeds: the rank
+    def pair(*scores: float, kept: tuple = (20, 18, 12)) -> dict:  # scores and kept epochs
+        return {c.name: {"select_score": v, "best_epoch": k}
+                for c, v, k in zip(lineup, scores, kept, strict=True)}
+
+    def said(done: list[dict], seeds: int = 1) -> str:
+        return verdict(done, lineup, seeds).split(": ", 1)[1]
+
+    clear = [pair(0.70, 0.75, 0.72)] * 6 + [pair(0.70, 0.69, 0.68)]
+    assert said(clear) == "adopt the suggestion"
+    # the suggestion as good in 15 epochs as in 30: the cheaper
+    assert said([pair(0.70, 0.75, 0.7502)] * 7) == "adopt the suggestion at 15 epochs"
+    assert said([pair(0.75, 0.70, 0.72)] * 6 + [clear[0]]) == "keep the current defaults"
+    close = [pair(0.70, 0.75, 0.69)] * 4 + [pair(0.75, 0.70, 0.69)] * 3
+    assert "a close call" in said(close)
+    assert said(close, seeds=3) == "adopt the suggestion"  # more seeds: the mean rank decides
+    collapse = [pair(0.70, 0.65, 0.60, kept=(20, 0, 0))] + clear[1:]
+    assert "1 collapsed" in said(collapse)
 
 
 def test_scores_within_the_tie_share_their_ranks(monkeypatch):
