@@ -17,7 +17,7 @@ import cli
 import eval_tasks
 from hear_contrastune.comparison.compare import CompareConfig, compare
 from hear_contrastune.comparison.options import first_difference, options_doc
-from hear_contrastune.comparison.report import write_merged_report
+from hear_contrastune.comparison.report import drawn_from, write_merged_report
 from hear_contrastune.comparison.results import load_results, read_results
 from hear_contrastune.comparison.reuse import read_progress
 from hear_contrastune.data.embeddings import PROBE_PREDICTIONS
@@ -191,6 +191,25 @@ def test_compare_resumes_from_committed_files_without_redoing_a_step(runs, tmp_p
                           say=said.append)
     assert "not valid JSON" in said[0] and "== gm-program / frozen-seed0" in said
     assert frozen_only == [r for r in records if r.method == "frozen"]
+
+
+def test_a_report_older_than_its_results_is_drawn_again(runs, tmp_path):
+    """A compare killed between writing its finished results.json and its report leaves the
+    report of an earlier state beside them: the rerun draws it again, where a report drawn from
+    these very results is kept (a checkout's report has the plots its models made)."""
+    run = checkout(runs["gm-program"], tmp_path / "checkout")
+    cfg = CompareConfig(tasks_dir=runs["tasks"] / "gm-program", **CFG)
+    md, mark = run / "report.md", drawn_from(run / "results.json")
+    assert md.read_text().rstrip().endswith(mark)
+    said: list[str] = []
+    compare(cfg, run, device="cpu", workers=0, say=said.append)
+    assert any(line.startswith("nothing changed since the report") for line in said)
+
+    md.write_text(md.read_text().replace(mark, "<!-- drawn from results.json sha256:0 -->"))
+    said.clear()
+    compare(cfg, run, device="cpu", workers=0, say=said.append)
+    assert not any(line.startswith("nothing changed since the report") for line in said)
+    assert md.read_text().rstrip().endswith(mark)
 
 
 def test_a_few_shot_rerun_of_a_checkout_keeps_what_its_reused_records_point_to(runs, tmp_path):

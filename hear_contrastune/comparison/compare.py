@@ -30,7 +30,7 @@ from typing import NamedTuple
 import torch
 
 from hear_contrastune.comparison.options import CompareConfig, options_doc
-from hear_contrastune.comparison.report import write_report
+from hear_contrastune.comparison.report import report_is_current, write_report
 from hear_contrastune.comparison.results import Record, ResultsFile, read_results, write_results
 from hear_contrastune.comparison.reuse import Progress, Unit, read_progress
 from hear_contrastune.comparison.run_layout import (
@@ -159,7 +159,7 @@ def compare(cfg: CompareConfig, run: Path, device: str | None = None,
                               run / RESULTS_FILE, ResultsFile(recs, options, keys, False)))
         results = ResultsFile(records, options, keys, True)
         write_results(run / RESULTS_FILE, results)  # finished (a step run saved it unfinished)
-        if results == before and (run / "report.md").is_file():
+        if results == before and report_is_current(run):
             # a checkout's report was drawn with the models and embeddings it lacks
             say("nothing changed since the report was written: kept (`contrastune report RUN "
                 "--out DIR` draws it again)")

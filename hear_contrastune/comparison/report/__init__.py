@@ -18,6 +18,7 @@ The package reads in the order of the work: load, geometry, tables, plots, docum
 module lays the report out from them.
 """
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -223,8 +224,24 @@ def shots_blocks(records: list[Record], plot_dir: Path) -> list[Block]:
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
     """Write RUN/report.md, RUN/index.html and RUN/plots/ for a compare run; returns the two
-    pages."""
-    return render(load_run(Path(run_dir)))
+    pages. report.md ends with the mark of the results.json it was drawn from (drawn_from)."""
+    run, results = load_run(Path(run_dir)), Path(run_dir) / RESULTS_FILE
+    return render(run, drawn_from(results) + "\n" if results.is_file() else "")
+
+
+def drawn_from(results_file: Path) -> str:
+    """The line a compare run's report.md ends with: the results.json it was drawn from, by
+    its bytes. A report without it, or with another's, is older than its results (a compare
+    killed between writing the two, or a report of before the mark) and is drawn again."""
+    digest = hashlib.sha256(results_file.read_bytes()).hexdigest()[:16]
+    return f"<!-- drawn from results.json sha256:{digest} -->"
+
+
+def report_is_current(run_dir: Path) -> bool:
+    """Whether RUN/report.md was drawn from RUN/results.json as it is now."""
+    md = Path(run_dir) / "report.md"
+    return md.is_file() and md.read_text().rstrip().endswith(
+        drawn_from(Path(run_dir) / RESULTS_FILE))
 
 
 def write_merged_report(run_dirs: list[Path], out: Path) -> tuple[Path, Path]:
@@ -247,12 +264,13 @@ def write_merged_report(run_dirs: list[Path], out: Path) -> tuple[Path, Path]:
         return render(run)
 
 
-def render(run: ReportInput) -> tuple[Path, Path]:
-    """Write run.path/report.md, index.html and plots/. The plots folder is replaced whole and
-    each page renamed into place, so a killed report leaves the previous one intact."""
+def render(run: ReportInput, trailer: str = "") -> tuple[Path, Path]:
+    """Write run.path/report.md (`trailer` at its end), index.html and plots/. The plots folder
+    is replaced whole and each page renamed into place, so a killed report leaves the previous
+    one intact."""
     with atomic_dir(run.path / "plots") as plot_dir:
         blocks = build_report(run, plot_dir)
     md, page = run.path / "report.md", run.path / "index.html"
-    write_text(md, markdown(blocks))
+    write_text(md, markdown(blocks) + trailer)
     write_text(page, html_page(blocks, f"contrastune report: {run.path.name}"))
     return md, page
