@@ -37,7 +37,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
-import optuna
 from tuning_study import ORDER, finished_bests, medians, shown, study_base
 
 import eval_tasks
@@ -52,7 +51,7 @@ from hear_contrastune.search import (
     Search,
     compute_seconds,
     identity_differs,
-    trial_config,
+    with_params,
 )
 from hear_contrastune.training.build import run_differs, run_record, training_clips
 from hear_contrastune.training.config import (
@@ -93,8 +92,7 @@ def candidate_config(base: TuneConfig, params: dict | None) -> TuneConfig:
     included)."""
     task, cfg = load_task(base.task_dir), base
     if params is not None:
-        cfg = trial_config(Search(base, {}, Path(), 1), optuna.trial.FixedTrial(params),
-                           training_clips(base, task).targets)
+        cfg = with_params(base, params, training_clips(base, task).targets)
     return training_clips(cfg, task).cfg.resolved()  # batch fitted: as config.json records it
 
 

@@ -84,31 +84,42 @@ class Search:
 
 def trial_config(search: Search, trial: optuna.trial.BaseTrial, targets) -> TuneConfig:
     """The TuneConfig a trial runs: the base, with each searched parameter suggested."""
-    cfg, s = search.base, {}
+    s = {}
     for p in search.params:
         if p.choices:
             s[p.name] = trial.suggest_categorical(p.name, list(p.choices))
         else:
             s[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
+    return with_params(search.base, s, targets)
+
+
+def with_params(cfg: TuneConfig, params: dict, targets) -> TuneConfig:
+    """`cfg` with search-space parameters (training.search_space, by name) set as the options
+    they stand for: the backbone's rate through --lr, the head's scale times the method's own,
+    the warm-up as a share of the epochs, the batch aimed for and fitted to the task's
+    `targets`, the memory in batches. A trial's parameters and the tuning study's suggestion
+    (benchmarks/defaults_check.py) become a run the same way."""
     changes: dict = {}
-    if "backbone_lr" in s:
+    if "backbone_lr" in params:
         if cfg.backbone_lr_scale <= 0:
             raise UserError("--backbone-lr-scale 0 freezes the backbone: fix --lr to search")
-        changes["lr"] = s["backbone_lr"] / cfg.backbone_lr_scale
-    if "head_lr_scale" in s:
-        changes["head_lr_scale"] = s["head_lr_scale"] * HEAD_LR_SCALE[cfg.method]
+        changes["lr"] = params["backbone_lr"] / cfg.backbone_lr_scale
+    if "head_lr_scale" in params:
+        changes["head_lr_scale"] = params["head_lr_scale"] * HEAD_LR_SCALE[cfg.method]
     for name in ("weight_decay", "temperature"):
-        if name in s:
-            changes[name] = s[name]
-    if "warmup_fraction" in s:
-        changes["warmup_epochs"] = round(s["warmup_fraction"] * cfg.epochs, 3)
-    if "batch_size" in s or "m_per_class" in s:  # aimed for, then fitted to the task
-        shape = fit_batch(targets, None, None, s.get("batch_size", cfg.batch_size or BATCH_SIZE),
-                          s.get("m_per_class", cfg.m_per_class or M_PER_CLASS))
+        if name in params:
+            changes[name] = params[name]
+    if "warmup_fraction" in params:
+        changes["warmup_epochs"] = round(params["warmup_fraction"] * cfg.epochs, 3)
+    if "batch_size" in params or "m_per_class" in params:  # aimed for, then fitted to the task
+        shape = fit_batch(targets, None, None,
+                          params.get("batch_size", cfg.batch_size or BATCH_SIZE),
+                          params.get("m_per_class", cfg.m_per_class or M_PER_CLASS))
         changes["batch_size"], changes["m_per_class"] = shape.batch_size, shape.m
-    if s.get("xbm_batches"):
-        changes["xbm_size"] = s["xbm_batches"] * 2 * changes.get("batch_size", cfg.batch_size)
-    elif "xbm_batches" in s:
+    if params.get("xbm_batches"):
+        batch = changes.get("batch_size", cfg.batch_size)
+        changes["xbm_size"] = params["xbm_batches"] * 2 * batch
+    elif "xbm_batches" in params:
         changes["xbm_size"] = 0
     return replace(cfg, **changes)
 
