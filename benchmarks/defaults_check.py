@@ -118,7 +118,7 @@ def digest(cfg: TuneConfig, task_key: str) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def claimed_run(cfg: TuneConfig, out: Path, kept: Path, device: str | None,
+def claimed_run(cfg: TuneConfig, task_key: str, out: Path, kept: Path, device: str | None,
                 wait: bool) -> dict | None:
     """check_run under a claim on the run, so that two processes running the check share its
     runs: None (without `wait`) if another process holds it. With `wait`, its result once that
@@ -128,14 +128,15 @@ def claimed_run(cfg: TuneConfig, out: Path, kept: Path, device: str | None,
             claim.enter_context(exclusive(out.parent, name=f".{out.name}.claim", wait=wait))
         except UserError:
             return None
-        return check_run(cfg, out, kept, device)
+        return check_run(cfg, task_key, out, kept, device)
 
 
-def check_run(cfg: TuneConfig, out: Path, kept: Path, device: str | None) -> dict:
+def check_run(cfg: TuneConfig, task_key: str, out: Path, kept: Path,
+              device: str | None) -> dict:
     """The run's done.json with its compute seconds: the kept run where it is this run on
-    these task contents, else trained (or resumed) in out and its small outputs kept, the
-    folder replaced whole (a kill never leaves one run's config beside another's result)."""
-    task_key = load_task(cfg.task_dir).content_key()
+    these task contents (`task_key`, read once per task by check_runs), else trained (or
+    resumed) in out and its small outputs kept, the folder replaced whole (a kill never leaves
+    one run's config beside another's result)."""
     held = read_json_or_none(kept / "config.json")
     if not ((kept / "done.json").is_file() and held and not run_differs(held, cfg, task_key)):
         tune(cfg, out, device, DEFAULT_WORKERS)
@@ -340,7 +341,7 @@ def check_runs(study: Path, names: list[str], seeds: list[int],
                     named = f"{candidate.name}-{digest(cfg, task_key)}"
                     click.echo(f"run {count} of {total}: [{name} / seed {seed} / {method}] "
                                f"{named}")
-                    job = (cfg, out / name / method / named,
+                    job = (cfg, task_key, out / name / method / named,
                            keep / name / f"seed{seed}" / method / candidate.name)
                     done = claimed_run(*job, device, wait=False)
                     if done is None:
