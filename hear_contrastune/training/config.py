@@ -93,7 +93,10 @@ class TuneConfig:
     # cuts a run by ~12 %. 2: on every finished valid curve we have (seven gm-program runs:
     # two 30-epoch, four complete study trials, the quickstart) the even epochs' best scored
     # the same as the best of all in six and one valid clip of 540 lower in the seventh;
-    # `python benchmarks/bench_tune.py --curves DIR` replays it. 1: every epoch, as before.
+    # `python benchmarks/bench_tune.py --curves DIR` replays it. On the tuning study's 33
+    # complete trials (5 tasks, 3 methods, every epoch scored) it kept a lower score in 10, by
+    # 0.0005 on average and 0.0052 at most, for 53 % of the evaluations; every 3rd: 19, 0.0018
+    # (benchmarks/results/bench_tune_curves_study.txt). 1: every epoch, as before.
     select_every: int = 2
     # stop once the selection score (the one --select chooses by) has not improved for this many
     # epochs; the learning-rate schedule still spans --epochs, so a stopped run's epochs are
@@ -102,7 +105,10 @@ class TuneConfig:
     # the same epoch in every valid curve we have (two 30-epoch gm-program runs at the old
     # defaults, seeds 0 and 1, kept epochs 19 and 23; patience 3-5 would have cut seed 1 short
     # of epoch 23; `python benchmarks/bench_tune.py --curves DIR`, logs and output in
-    # benchmarks/results/). Thin evidence, one task: widen it when the tuning study has run.
+    # benchmarks/results/). The tuning study ran at 6: of its 33 complete trials (5 tasks, 3
+    # methods) 26 stopped early, running 717 of 990 epochs, and a patience of 5 would have
+    # changed 4 kept epochs, of 4 changed 10 (bench_tune_curves_study.txt); whether more than
+    # 6 would find later, better epochs those runs cannot say (the old runs above: it did not).
     patience: int = 6
     # contrastive only: a cross-batch memory of this many recent (global) embeddings, each view
     # one, extends every anchor's negatives beyond its batch (training.losses); 0: off
