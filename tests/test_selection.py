@@ -60,16 +60,29 @@ def runs(program_task, tmp_path_factory) -> dict[str, Path]:
     return {rule: root / rule for rule in (*SELECT_RULES, "every2")}
 
 
-def valid_knn_of(checkpoint: Path, task_dir: Path) -> float:
-    """The valid kNN score the loop's evaluator gives a checkpoint's backbone."""
+def evaluator_for(task_dir: Path) -> ValidEvaluator:
+    """The loop's evaluator on a single-label task's train and valid splits."""
     task = load_task(task_dir, 16000)
     roles = roles_for_fold(task, "")
     reference, valid = ClipDataset(task, roles["train"]), ClipDataset(task, roles["valid"])
-    evaluator = ValidEvaluator(reference, valid,
-                               targets_for(task.vocabulary, reference.labels, False),
-                               targets_for(task.vocabulary, valid.labels, False), False, 5000, 0,
-                               0)
-    return evaluator.score(load_backbone(checkpoint)[0])["valid_knn"]
+    return ValidEvaluator(reference, valid, targets_for(task.vocabulary, reference.labels, False),
+                          targets_for(task.vocabulary, valid.labels, False), False, 5000, 0, 0)
+
+
+def valid_knn_of(checkpoint: Path, task_dir: Path) -> float:
+    """The valid kNN score the loop's evaluator gives a checkpoint's backbone."""
+    return evaluator_for(task_dir).score(load_backbone(checkpoint)[0])["valid_knn"]
+
+
+def test_selection_embeds_float32_rows_under_a_callers_bf16_autocast(program_task) -> None:
+    """benchmarks/bench_select_precision.py embeds under autocast and scores apart."""
+    evaluator, backbone = evaluator_for(program_task), load_backbone("resemblyzer")[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = evaluator.embed(backbone)
+    fp32 = evaluator.embed(backbone)
+    assert all(e.dtype == torch.float32 for e in (*bf16, *fp32))
+    assert not torch.equal(bf16[0], fp32[0])  # the forward really ran in bf16
+    assert evaluator.scores_of(*fp32) == evaluator.score(backbone)
 
 
 def test_choose_epoch_on_a_curve_where_the_rules_differ() -> None:

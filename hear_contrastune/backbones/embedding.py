@@ -73,5 +73,6 @@ def embed_clips(backbone: Backbone, dataset: ClipDataset, indices: Sequence[int]
                disable=len(indices) < PROGRESS_MIN_CLIPS)
     for audio, idx in bar:
         emb = scene_embeddings(backbone, audio.to(device, non_blocking=True))
-        out[torch.tensor([rows[int(i)] for i in idx], device=device)] = emb
+        # float32 rows even from a caller's autocast region (bf16 embeddings)
+        out[torch.tensor([rows[int(i)] for i in idx], device=device)] = emb.to(out.dtype)
     return out

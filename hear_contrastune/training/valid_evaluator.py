@@ -94,20 +94,23 @@ class ValidEvaluator:
     def score(self, backbone: Backbone, head: nn.Module | None = None) -> dict[str, float]:
         """`valid_knn` (what selects the epoch) and, given a classifier head, `valid_head`."""
         with record_function("select"):
-            train_emb, valid_emb = self.embed(backbone)
-            train_y, valid_y = self.reference_y, self.valid_y
-            if not self.multilabel:
-                n_classes = int(max(train_y.max(), valid_y.max())) + 1
-                train_y = torch.nn.functional.one_hot(train_y, n_classes)
-            neighbours = KnnIndex(train_emb, device=train_emb.device).search(valid_emb,
-                                                                             max(VALID_K))
-            scores = {"valid_knn": max(
-                valid_metric(vote(neighbours, train_y, k), valid_y, self.multilabel)
-                for k in VALID_K if k <= neighbours.k)}
-            if head is not None:
-                head.eval()
-                with torch.no_grad():
-                    scores["valid_head"] = valid_metric(head(valid_emb).cpu(), valid_y,
-                                                        self.multilabel)
-                head.train()
+            return self.scores_of(*self.embed(backbone), head)
+
+    def scores_of(self, train_emb: Tensor, valid_emb: Tensor,
+                  head: nn.Module | None = None) -> dict[str, float]:
+        """`score` of embeddings already made (rows as *_y), so a caller can make them apart."""
+        train_y, valid_y = self.reference_y, self.valid_y
+        if not self.multilabel:
+            n_classes = int(max(train_y.max(), valid_y.max())) + 1
+            train_y = torch.nn.functional.one_hot(train_y, n_classes)
+        neighbours = KnnIndex(train_emb, device=train_emb.device).search(valid_emb, max(VALID_K))
+        scores = {"valid_knn": max(
+            valid_metric(vote(neighbours, train_y, k), valid_y, self.multilabel)
+            for k in VALID_K if k <= neighbours.k)}
+        if head is not None:
+            head.eval()
+            with torch.no_grad():
+                scores["valid_head"] = valid_metric(head(valid_emb).cpu(), valid_y,
+                                                    self.multilabel)
+            head.train()
         return scores
