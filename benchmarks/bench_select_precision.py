@@ -33,9 +33,9 @@ from hear_contrastune.training.config import TuneConfig
 def main(task_dir: Path, fold: str, model: str, reps: int) -> None:
     """Print each precision's valid score and embedding seconds, and the speed ratio."""
     cfg = TuneConfig(task_dir=str(task_dir), fold=fold)
-    task = load_task(task_dir)
-    evaluator = make_evaluator(cfg, task, training_clips(cfg, task), workers=0)
     backbone, _ = load_backbone(model)
+    task = load_task(task_dir, backbone.sample_rate)  # at the rate the backbone takes, as tune
+    evaluator = make_evaluator(cfg, task, training_clips(cfg, task), workers=0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {model}; "
           f"{evaluator.note}")
     seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}

@@ -16,14 +16,11 @@ from kill import kill_once_written
 
 import eval_tasks
 from hear_contrastune.backbones.checkpoint import load_backbone, read_checkpoint
-from hear_contrastune.data.hear_format import roles_for_fold
-from hear_contrastune.data.loading import ClipDataset
 from hear_contrastune.data.task import load_task
 from hear_contrastune.errors import UserError
-from hear_contrastune.training.build import make_schedule
+from hear_contrastune.training.build import make_evaluator, make_schedule, training_clips
 from hear_contrastune.training.config import SELECT_RULES, TuneConfig
 from hear_contrastune.training.loop import tune
-from hear_contrastune.training.objective import targets_for
 from hear_contrastune.training.run_log import read_csv
 from hear_contrastune.training.selection import (
     choose_epoch,
@@ -61,12 +58,9 @@ def runs(program_task, tmp_path_factory) -> dict[str, Path]:
 
 
 def evaluator_for(task_dir: Path) -> ValidEvaluator:
-    """The loop's evaluator on a single-label task's train and valid splits."""
-    task = load_task(task_dir, 16000)
-    roles = roles_for_fold(task, "")
-    reference, valid = ClipDataset(task, roles["train"]), ClipDataset(task, roles["valid"])
-    return ValidEvaluator(reference, valid, targets_for(task.vocabulary, reference.labels, False),
-                          targets_for(task.vocabulary, valid.labels, False), False, 5000, 0, 0)
+    """The evaluator the loop builds for a run on this task at the defaults."""
+    cfg, task = TuneConfig(task_dir=str(task_dir)), load_task(task_dir, 16000)
+    return make_evaluator(cfg, task, training_clips(cfg, task), workers=0)
 
 
 def valid_knn_of(checkpoint: Path, task_dir: Path) -> float:
