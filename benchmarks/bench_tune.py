@@ -9,7 +9,8 @@ else in the loop. Against it, in the same process and at the same threads:
     training/loop.py puts on each step: sampler, DataLoader decoding, views, forward, loss,
     backward, optimiser, log);
   * model selection (embedding the selection clips + the kNN) as a fraction of an epoch (goal
-    <= 0.15 on gm-program);
+    <= 0.15 on gm-program), and its embedding with Resemblyzer's LSTM in CPU-sized chunks of
+    partials against whole batches;
   * fp32 against bf16 autocast on the CPU, per backbone family (LSTM: resemblyzer; conv:
     crepe-tiny; transformer: tiny wav2vec2 and AST configs built in a temporary folder, as
     tests/test_backbones_hf.py builds them), and 1 against 2 torch threads for the limit.
@@ -51,7 +52,7 @@ import eval_tasks
 from hear_contrastune.backbones import build_backbone
 from hear_contrastune.data.task import load_task
 from hear_contrastune.data.views import random_view
-from hear_contrastune.training.build import training_clips
+from hear_contrastune.training.build import make_evaluator, training_clips
 from hear_contrastune.training.config import DEFAULTS, PRECISIONS, TuneConfig
 from hear_contrastune.training.loop import tune
 from hear_contrastune.training.run_log import read_csv
@@ -209,6 +210,12 @@ def limit_and_loop(cfg: TuneConfig, epochs: int, reps: int, tmp: Path) -> None:
           f"{cfg.select_every} ({scored} evaluations): "
           f"{scored * one / (scored * one + DEFAULTS.epochs * train):.2f}   (goal <= 0.15)")
 
+    chunked, whole = selection_chunks(cfg, backbone, reps)
+    if chunked:
+        print(f"SELECTION EMBEDDING (alternating, median): whole batches {whole:.1f} s, the "
+              f"LSTM in chunks of {backbone.cpu_chunk} partials {chunked:.1f} s: "
+              f"{whole / chunked:.2f}x")
+
     seconds = profile_epoch(cfg, tmp / "profiled")
     print(f"\nwhere one profiled epoch's {seconds['epoch']:.1f} s of training go "
           "(torch.profiler; the profiler's own overhead included):")
@@ -235,6 +242,28 @@ def limit_and_loop(cfg: TuneConfig, epochs: int, reps: int, tmp: Path) -> None:
     for family, name, fp32, bf in precision_table(views, reps):
         print(f"  {family:24s} {name:12s} fp32 {fp32:7.1f}  bf16 {bf:7.1f} views/s  "
               f"bf16/fp32 {bf / fp32:.2f}x")
+
+
+def selection_chunks(cfg: TuneConfig, backbone: torch.nn.Module,
+                     reps: int) -> tuple[float, float]:
+    """Seconds of one model selection's embedding with the backbone's CPU chunks (Resemblyzer's
+    `cpu_chunk`) and with whole batches, alternating `reps` times; (0, 0) for a backbone
+    without them."""
+    if not getattr(backbone, "cpu_chunk", 0):
+        return 0.0, 0.0
+    task = load_task(cfg.task_dir, backbone.sample_rate)
+    evaluator = make_evaluator(cfg, task, training_clips(cfg, task), workers=0)
+    chunk, seconds = backbone.cpu_chunk, {True: [], False: []}
+    try:
+        for _ in range(reps):
+            for chunked in (True, False):
+                backbone.cpu_chunk = chunk if chunked else 0
+                t0 = time.perf_counter()
+                evaluator.embed(backbone)
+                seconds[chunked].append(time.perf_counter() - t0)
+    finally:
+        backbone.cpu_chunk = chunk
+    return statistics.median(seconds[True]), statistics.median(seconds[False])
 
 
 def compare_runs(cfg: TuneConfig, epochs: int, seeds: list[int], tmp: Path) -> None:

@@ -39,6 +39,21 @@ def test_resemblyzer_batch_equals_single_clips(resemblyzer, tone_batch):
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
 
 
+def test_resemblyzer_cpu_chunks_embed_as_the_whole_batch(tone_batch):
+    """Partials in chunks (what makes CPU embedding fast) give the whole batch's rows, in order:
+    3 s clips of 3 partials each, 12 in chunks of 5, 5 and 2."""
+    backbone = build_backbone("resemblyzer").eval()
+    audio = torch.from_numpy(np.ascontiguousarray(
+        np.concatenate([tone_batch, tone_batch[::-1]], axis=1)))
+    with torch.no_grad():
+        backbone.cpu_chunk = 5
+        chunked = backbone(audio)
+        backbone.cpu_chunk = 0
+        whole = backbone(audio)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+    assert not torch.allclose(chunked[0], chunked[1], atol=1e-3)  # distinct clips stay apart
+
+
 def test_crepe_tiny_matches_torchcrepe_embed(tone_batch):
     import torchcrepe
 

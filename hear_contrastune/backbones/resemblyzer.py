@@ -45,6 +45,12 @@ class ResemblyzerBackbone(Backbone):
 
     spec = "resemblyzer"
     embedding_size = 256
+    # Partials per LSTM call when embedding on the CPU: a big batch's gates outgrow the cache.
+    # Model selection's embedding on gm-program (262 one-second clips a batch) ran 1.09x faster
+    # in chunks of 32 (benchmarks/results/bench_tune.txt, 2-core AVX2 CPU); the bare forward of
+    # 262 random clips 1.3x on 2 threads, 1.4x on 1. Training (with gradients) gained nothing
+    # measurable from chunks, and a GPU wants the whole batch.
+    cpu_chunk: int = 32
 
     def __init__(self) -> None:
         super().__init__()
@@ -73,15 +79,24 @@ class ResemblyzerBackbone(Backbone):
         """Power mels of already-normalised audio, [batch, frames, 40]."""
         return self.mel(audio).transpose(1, 2)
 
-    def embed_frames(self, mels: Tensor) -> tuple[Tensor, Tensor]:
-        """LSTM over mel frames: per-frame embeddings and the final one, both L2-normalised."""
-        out, (hidden, _) = self.lstm(mels)
-        per_frame = F.normalize(F.relu(self.linear(out)), dim=-1)
-        final = F.normalize(F.relu(self.linear(hidden[-1])), dim=-1)
-        return per_frame, final
+    def project(self, hidden: Tensor) -> Tensor:
+        """GE2E's projection of LSTM outputs: L2-normalised ReLU(linear)."""
+        return F.normalize(F.relu(self.linear(hidden)), dim=-1)
+
+    def partial_embeddings(self, partials: Tensor) -> Tensor:
+        """[n, PARTIAL_FRAMES, 40] mels -> [n, 256], from the LSTM's final state alone. Without
+        gradients on the CPU, in chunks of `cpu_chunk` partials (0: all at once)."""
+        chunk = len(partials)
+        if self.cpu_chunk and partials.device.type == "cpu" and not torch.is_grad_enabled():
+            chunk = self.cpu_chunk
+        finals = []
+        for part in partials.split(chunk):
+            _, (hidden, _) = self.lstm(part)
+            finals.append(self.project(hidden[-1]))
+        return torch.cat(finals)
 
     def frames(self, audio: Tensor) -> tuple[Tensor, Tensor]:
-        per_frame, _ = self.embed_frames(self.mels(self.normalise_volume(audio)))
+        per_frame = self.project(self.lstm(self.mels(self.normalise_volume(audio)))[0])
         times = torch.arange(per_frame.shape[1], device=audio.device) * (1000.0 * HOP / SAMPLE_RATE)
         return per_frame, times
 
@@ -93,5 +108,5 @@ class ResemblyzerBackbone(Backbone):
         mels = self.mels(audio)
         partials = mels.unfold(1, PARTIAL_FRAMES, step)[:, :count]  # [B, P, 40, 160]
         partials = partials.transpose(2, 3).reshape(batch * count, PARTIAL_FRAMES, 40)
-        _, final = self.embed_frames(partials)
+        final = self.partial_embeddings(partials)
         return F.normalize(final.view(batch, count, -1).mean(dim=1), dim=-1)

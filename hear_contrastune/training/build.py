@@ -345,10 +345,10 @@ def run_differs(written: dict, cfg: TuneConfig, task_key: str) -> list[str]:
 
 
 def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
-    """The autocast dtype of --precision. bf16 runs on the CPU too (AVX-512 BF16); fp16 autocast
-    is CUDA-only here.
+    """The autocast dtype of --precision. bf16 runs on the CPU too, fast only with AVX-512 BF16
+    or AMX (without, a warning); fp16 autocast is CUDA-only here.
 
-    Measured on the 2-core CPU, nothing else running (benchmarks/bench_tune.py,
+    Measured on a 2-core CPU with AVX-512 BF16, nothing else running (benchmarks/bench_tune.py,
     benchmarks/results/bench_tune.txt), bf16 against fp32 forward + backward: Resemblyzer's LSTM
     1.80x; CREPE tiny's convolutions 1.18x, tiny wav2vec2 0.95x and AST 0.69x. Not the default
     even where it pays: 30-epoch gm-program runs in bf16 kept a lower valid kNN on both seeds
@@ -360,4 +360,8 @@ def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
     if precision == "fp16" and not device.startswith("cuda"):
         raise UserError(f"--precision fp16 needs a CUDA device (this run is on {device}); "
                         "bf16 runs on the CPU")
+    if device == "cpu" and precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log.warning("--precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX), so "
+                    "autocast emulates it: 4-25x slower than fp32 on such a 2-core CPU "
+                    "(benchmarks/results/bench_tune.txt); fp32 is the faster choice here")
     return torch.bfloat16 if precision == "bf16" else torch.float16
