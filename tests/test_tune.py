@@ -191,12 +191,13 @@ def test_bf16_on_the_cpu_tunes_and_its_checkpoint_embeds_in_fp32(program_task, t
                                                                  caplog):
     """--precision bf16 on the CPU: the training forward pass runs under bf16 autocast (its loss
     differs from fp32's), the checkpoint holds fp32 weights and embeds in fp32 through the HEAR
-    API; a CPU without native bf16 is warned of; fp16 stays CUDA-only, refused in one line."""
+    API; a CPU without oneDNN's bf16 kernels is warned of; fp16 stays CUDA-only, refused in one
+    line."""
     runs = {p: tmp_path / p for p in ("fp32", "bf16")}
     for precision, run in runs.items():
         best = tune(small_config(program_task, epochs=1, precision=precision), run, device="cpu")
     emulated = not torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert caplog.text.count("no native bf16") == emulated  # once, for the bf16 run alone
+    assert caplog.text.count("autocast emulates bf16") == emulated  # once: the bf16 run
     losses = {p: [float(r["loss"]) for r in csv.DictReader(open(run / "steps.csv"))]
               for p, run in runs.items()}
     assert losses["bf16"] != losses["fp32"]  # autocast was on

@@ -345,8 +345,8 @@ def run_differs(written: dict, cfg: TuneConfig, task_key: str) -> list[str]:
 
 
 def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
-    """The autocast dtype of --precision. bf16 runs on the CPU too, fast only with AVX-512 BF16
-    or AMX (without, a warning); fp16 autocast is CUDA-only here.
+    """The autocast dtype of --precision. bf16 runs on the CPU too, with oneDNN's kernels where
+    the CPU has AVX-512 (without, emulated and slow: a warning); fp16 autocast is CUDA-only.
 
     Measured on a 2-core CPU with AVX-512 BF16, nothing else running (benchmarks/bench_tune.py,
     benchmarks/results/bench_tune.txt), bf16 against fp32 forward + backward: Resemblyzer's LSTM
@@ -361,7 +361,7 @@ def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
         raise UserError(f"--precision fp16 needs a CUDA device (this run is on {device}); "
                         "bf16 runs on the CPU")
     if device == "cpu" and precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        log.warning("--precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX), so "
-                    "autocast emulates it: 4-25x slower than fp32 on such a 2-core CPU "
-                    "(benchmarks/results/bench_tune.txt); fp32 is the faster choice here")
+        log.warning("--precision bf16: this CPU lacks the AVX-512 that oneDNN's bf16 kernels "
+                    "need, so autocast emulates bf16: 4-25x slower than fp32 on such a 2-core "
+                    "CPU (benchmarks/results/bench_tune.txt); fp32 is the faster choice here")
     return torch.bfloat16 if precision == "bf16" else torch.float16
